@@ -1,0 +1,128 @@
+//! Commands: imperative requests that the aggregate accepts (yielding at most one event) or
+//! refuses. Every value inside is already validated, and every command carries the instant it
+//! was issued, so `decide` never reads a clock.
+
+use crate::values::{
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+};
+
+/// Every command of the Task aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskCommand {
+    /// Create a new task.
+    Create(CreateTask),
+    /// Change some fields.
+    Update(UpdateTask),
+    /// Begin (or resume) working on it.
+    Start(StartTask),
+    /// Stop working on it for now.
+    Pause(PauseTask),
+    /// Mark it done.
+    Complete(CompleteTask),
+    /// Undo a completion.
+    Reopen(ReopenTask),
+    /// Put it away for good.
+    Archive(ArchiveTask),
+}
+
+impl TaskCommand {
+    /// A stable name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskCommand::Create(_) => "CreateTask",
+            TaskCommand::Update(_) => "UpdateTask",
+            TaskCommand::Start(_) => "StartTask",
+            TaskCommand::Pause(_) => "PauseTask",
+            TaskCommand::Complete(_) => "CompleteTask",
+            TaskCommand::Reopen(_) => "ReopenTask",
+            TaskCommand::Archive(_) => "ArchiveTask",
+        }
+    }
+}
+
+/// Create a task owned by `owner`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTask {
+    /// The new task's id, chosen by the caller.
+    pub task_id: TaskId,
+    /// The authenticated user.
+    pub owner: UserId,
+    /// Required title.
+    pub title: TaskTitle,
+    /// Optional description.
+    pub description: Option<Description>,
+    /// Optional priority.
+    pub priority: Option<Priority>,
+    /// Optional due date (already range-checked by `DueAt::parse`).
+    pub due_at: Option<Timestamp>,
+    /// The user's own estimate.
+    pub estimate_minutes: Option<EffortMinutes>,
+    /// Tags, deduplicated.
+    pub tags: Vec<Tag>,
+    /// When the command was issued.
+    pub at: Timestamp,
+}
+
+/// Field changes of an update. `None` leaves a field alone; for optional fields `Some(None)`
+/// clears it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskChanges {
+    /// New title.
+    pub title: Option<TaskTitle>,
+    /// New or cleared description.
+    pub description: Option<Option<Description>>,
+    /// New or cleared priority.
+    pub priority: Option<Option<Priority>>,
+    /// New or cleared due date.
+    pub due_at: Option<Option<Timestamp>>,
+    /// New or cleared estimate.
+    pub estimate_minutes: Option<Option<EffortMinutes>>,
+    /// The complete new tag list.
+    pub tags: Option<Vec<Tag>>,
+}
+
+/// Change some fields of a task; only fields that really change end up in the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateTask {
+    /// The requested changes.
+    pub changes: TaskChanges,
+    /// When the command was issued.
+    pub at: Timestamp,
+}
+
+/// Start or resume work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartTask {
+    /// When work started.
+    pub at: Timestamp,
+}
+
+/// Pause work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PauseTask {
+    /// When work paused.
+    pub at: Timestamp,
+}
+
+/// Complete a task. Without `actual_minutes`, the effort is derived from the tracked time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompleteTask {
+    /// The effort the user reports, if any.
+    pub actual_minutes: Option<EffortMinutes>,
+    /// When it was completed.
+    pub at: Timestamp,
+}
+
+/// Reopen a completed task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReopenTask {
+    /// When it was reopened.
+    pub at: Timestamp,
+}
+
+/// Archive a task; it refuses every change afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveTask {
+    /// When it was archived.
+    pub at: Timestamp,
+}

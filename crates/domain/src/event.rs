@@ -1,0 +1,339 @@
+//! Events: past-tense facts, one per accepted command.
+//!
+//! Each event has an `event_type` (the Rust-independent name, stable forever) and an
+//! `event_version`; both travel as headers (`Tm-Event-Type`, `Tm-Event-Version`) and the payload
+//! is the JSON of the event struct alone. Stored events are never rewritten: when a payload
+//! changes shape, a new version is added and [`TaskEvent::decode`] upcasts the old ones.
+//!
+//! Every payload repeats `task_id` and `occurred_at` so an outside consumer needs nothing but
+//! the payload to make sense of it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::DecodeError;
+use crate::values::{
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+};
+
+/// A task came into existence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCreated {
+    /// The task.
+    pub task_id: TaskId,
+    /// Who owns it (also the `<owner_id>` token of the subject).
+    pub owner_id: UserId,
+    /// Its title.
+    pub title: TaskTitle,
+    /// Its description, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    /// Its priority, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// When it is due, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
+    /// The owner's estimate of the effort, in minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_minutes: Option<EffortMinutes>,
+    /// Its tags.
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub tags: Vec<Tag>,
+    /// When it was created.
+    pub occurred_at: Timestamp,
+}
+
+/// Reads a field that may be absent (no change), `null` (cleared) or a value (set).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Some fields changed. Only changed fields are present; `null` means the field was cleared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdated {
+    /// The task.
+    pub task_id: TaskId,
+    /// The new title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<TaskTitle>,
+    /// The new description, or `null` when cleared.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub description: Option<Option<Description>>,
+    /// The new priority, or `null` when cleared.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub priority: Option<Option<Priority>>,
+    /// The new due date, or `null` when cleared.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub due_at: Option<Option<Timestamp>>,
+    /// The new estimate, or `null` when cleared.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub estimate_minutes: Option<Option<EffortMinutes>>,
+    /// The complete new tag list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub tags: Option<Vec<Tag>>,
+    /// When it changed.
+    pub occurred_at: Timestamp,
+}
+
+/// Work on the task started (or resumed after a pause).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskStarted {
+    /// The task.
+    pub task_id: TaskId,
+    /// When work started; tracked time runs from here.
+    pub occurred_at: Timestamp,
+}
+
+/// Work on the task paused; the time since it started is added to the tracked time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPaused {
+    /// The task.
+    pub task_id: TaskId,
+    /// When work paused.
+    pub occurred_at: Timestamp,
+}
+
+/// The task is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCompleted {
+    /// The task.
+    pub task_id: TaskId,
+    /// The effort it took: as reported, else derived from tracked time; absent when neither
+    /// is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_minutes: Option<EffortMinutes>,
+    /// When it was completed.
+    pub occurred_at: Timestamp,
+}
+
+/// A completed task is open again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReopened {
+    /// The task.
+    pub task_id: TaskId,
+    /// When it was reopened.
+    pub occurred_at: Timestamp,
+}
+
+/// The task is archived and refuses further changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskArchived {
+    /// The task.
+    pub task_id: TaskId,
+    /// When it was archived.
+    pub occurred_at: Timestamp,
+}
+
+/// Every event of the Task aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// See [`TaskCreated`].
+    Created(TaskCreated),
+    /// See [`TaskUpdated`].
+    Updated(TaskUpdated),
+    /// See [`TaskStarted`].
+    Started(TaskStarted),
+    /// See [`TaskPaused`].
+    Paused(TaskPaused),
+    /// See [`TaskCompleted`].
+    Completed(TaskCompleted),
+    /// See [`TaskReopened`].
+    Reopened(TaskReopened),
+    /// See [`TaskArchived`].
+    Archived(TaskArchived),
+}
+
+/// The `(event_type, event_version)` pairs that this code writes today.
+pub const CURRENT_VERSIONS: [(&str, u32); 7] = [
+    ("TaskCreated", 1),
+    ("TaskUpdated", 1),
+    ("TaskStarted", 1),
+    ("TaskPaused", 1),
+    ("TaskCompleted", 1),
+    ("TaskReopened", 1),
+    ("TaskArchived", 1),
+];
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    event_type: &'static str,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|source| DecodeError::Payload { event_type, source })
+}
+
+impl TaskEvent {
+    /// The stable type name, independent of Rust identifiers.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TaskEvent::Created(_) => "TaskCreated",
+            TaskEvent::Updated(_) => "TaskUpdated",
+            TaskEvent::Started(_) => "TaskStarted",
+            TaskEvent::Paused(_) => "TaskPaused",
+            TaskEvent::Completed(_) => "TaskCompleted",
+            TaskEvent::Reopened(_) => "TaskReopened",
+            TaskEvent::Archived(_) => "TaskArchived",
+        }
+    }
+
+    /// The version of the payload shape this code writes.
+    pub fn event_version(&self) -> u32 {
+        1
+    }
+
+    /// The task the event is about.
+    pub fn task_id(&self) -> TaskId {
+        match self {
+            TaskEvent::Created(e) => e.task_id,
+            TaskEvent::Updated(e) => e.task_id,
+            TaskEvent::Started(e) => e.task_id,
+            TaskEvent::Paused(e) => e.task_id,
+            TaskEvent::Completed(e) => e.task_id,
+            TaskEvent::Reopened(e) => e.task_id,
+            TaskEvent::Archived(e) => e.task_id,
+        }
+    }
+
+    /// When the event happened (the instant carried by its command).
+    pub fn occurred_at(&self) -> Timestamp {
+        match self {
+            TaskEvent::Created(e) => e.occurred_at,
+            TaskEvent::Updated(e) => e.occurred_at,
+            TaskEvent::Started(e) => e.occurred_at,
+            TaskEvent::Paused(e) => e.occurred_at,
+            TaskEvent::Completed(e) => e.occurred_at,
+            TaskEvent::Reopened(e) => e.occurred_at,
+            TaskEvent::Archived(e) => e.occurred_at,
+        }
+    }
+
+    /// The JSON payload of the current version.
+    pub fn encode(&self) -> Vec<u8> {
+        let encoded = match self {
+            TaskEvent::Created(e) => serde_json::to_vec(e),
+            TaskEvent::Updated(e) => serde_json::to_vec(e),
+            TaskEvent::Started(e) => serde_json::to_vec(e),
+            TaskEvent::Paused(e) => serde_json::to_vec(e),
+            TaskEvent::Completed(e) => serde_json::to_vec(e),
+            TaskEvent::Reopened(e) => serde_json::to_vec(e),
+            TaskEvent::Archived(e) => serde_json::to_vec(e),
+        };
+        // Plain structs with string keys: serde_json cannot fail on them.
+        encoded.expect("task events always serialize to JSON")
+    }
+
+    /// Decodes a stored payload of any published version, upcasting old versions to the
+    /// current shape.
+    pub fn decode(event_type: &str, version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        let event = match (event_type, version) {
+            ("TaskCreated", 1) => TaskEvent::Created(parse("TaskCreated", payload)?),
+            ("TaskUpdated", 1) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
+            ("TaskStarted", 1) => TaskEvent::Started(parse("TaskStarted", payload)?),
+            ("TaskPaused", 1) => TaskEvent::Paused(parse("TaskPaused", payload)?),
+            ("TaskCompleted", 1) => TaskEvent::Completed(parse("TaskCompleted", payload)?),
+            ("TaskReopened", 1) => TaskEvent::Reopened(parse("TaskReopened", payload)?),
+            ("TaskArchived", 1) => TaskEvent::Archived(parse("TaskArchived", payload)?),
+            (known, version) if CURRENT_VERSIONS.iter().any(|(t, _)| *t == known) => {
+                return Err(DecodeError::UnknownVersion {
+                    event_type: known.to_owned(),
+                    version,
+                })
+            }
+            (unknown, _) => return Err(DecodeError::UnknownType(unknown.to_owned())),
+        };
+        Ok(event)
+    }
+
+    /// The JSON Schema of every published `(event_type, version)`, generated from the Rust
+    /// types. `events/` holds exactly these; a test fails when the two drift apart.
+    pub fn schemas() -> Vec<(&'static str, u32, serde_json::Value)> {
+        fn schema<T: JsonSchema>() -> serde_json::Value {
+            serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize")
+        }
+        vec![
+            ("TaskCreated", 1, schema::<TaskCreated>()),
+            ("TaskUpdated", 1, schema::<TaskUpdated>()),
+            ("TaskStarted", 1, schema::<TaskStarted>()),
+            ("TaskPaused", 1, schema::<TaskPaused>()),
+            ("TaskCompleted", 1, schema::<TaskCompleted>()),
+            ("TaskReopened", 1, schema::<TaskReopened>()),
+            ("TaskArchived", 1, schema::<TaskArchived>()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn at() -> Timestamp {
+        chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
+    }
+
+    #[test]
+    fn an_update_distinguishes_absent_from_cleared_fields() {
+        let id = TaskId(Uuid::nil());
+        let event = TaskEvent::Updated(TaskUpdated {
+            task_id: id,
+            title: None,
+            description: Some(None),
+            priority: Some(Some(Priority::High)),
+            due_at: None,
+            estimate_minutes: None,
+            tags: None,
+            occurred_at: at(),
+        });
+        let json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
+        assert_eq!(json["description"], serde_json::Value::Null);
+        assert!(json.get("due_at").is_none());
+        let back = TaskEvent::decode("TaskUpdated", 1, &event.encode()).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn unknown_types_and_versions_are_named_in_the_error() {
+        assert!(matches!(
+            TaskEvent::decode("TaskExploded", 1, b"{}"),
+            Err(DecodeError::UnknownType(t)) if t == "TaskExploded"
+        ));
+        assert!(matches!(
+            TaskEvent::decode("TaskStarted", 9, b"{}"),
+            Err(DecodeError::UnknownVersion { version: 9, .. })
+        ));
+        assert!(matches!(
+            TaskEvent::decode("TaskStarted", 1, b"not json"),
+            Err(DecodeError::Payload { .. })
+        ));
+    }
+}

@@ -1,0 +1,35 @@
+//! The Task aggregate of taskmaster, as a pure decider.
+//!
+//! Nothing in this crate performs I/O, reads a clock or draws randomness: time and ids arrive
+//! inside the commands, so `decide` and `evolve` are plain functions that the event store, the
+//! projections, replay and `verify` can all run and get the same answer.
+//!
+//! # Layout
+//! - [`values`]: validated value types (`TaskTitle::parse`, `Tags::parse`, …). Parsing user input
+//!   goes through them; decoding stored events does not re-validate, because a stored event is a
+//!   fact even if the rules tighten later.
+//! - [`command`]: the seven imperative commands.
+//! - [`event`]: the seven past-tense events, their stable `event_type`/`event_version`, and the
+//!   decoding (with upcasting) of stored payloads.
+//! - [`task`]: the aggregate state, [`decide`] and [`evolve`].
+//! - [`error`]: the one error enum of this crate.
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod task;
+pub mod values;
+
+pub use command::{
+    ArchiveTask, CompleteTask, CreateTask, PauseTask, ReopenTask, StartTask, TaskChanges,
+    TaskCommand, UpdateTask,
+};
+pub use error::{DecodeError, FieldError, TaskError};
+pub use event::{
+    TaskArchived, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened, TaskStarted,
+    TaskUpdated,
+};
+pub use task::{decide, evolve, replay, Task, TaskStatus};
+pub use values::{
+    Description, DueAt, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+};

@@ -1,0 +1,318 @@
+//! The Task aggregate as a decider: [`decide`] turns a command and the current state into at
+//! most one event (or a refusal), [`evolve`] folds an event into the state.
+//!
+//! `evolve` is total: it never panics and ignores an event that makes no sense for the state
+//! (say, an update before the create), because it also folds events read back from a log that
+//! other writers may have touched. `decide` is where the rules live.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CompleteTask, CreateTask, TaskChanges, TaskCommand};
+use crate::error::TaskError;
+use crate::event::{
+    TaskArchived, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened, TaskStarted,
+    TaskUpdated,
+};
+use crate::values::{
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Created or reopened, not being worked on.
+    Open,
+    /// Being worked on; tracked time is running.
+    InProgress,
+    /// Started before, not being worked on now.
+    Paused,
+    /// Done.
+    Completed,
+    /// Put away; refuses every change.
+    Archived,
+}
+
+impl TaskStatus {
+    /// Every status.
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Open,
+        TaskStatus::InProgress,
+        TaskStatus::Paused,
+        TaskStatus::Completed,
+        TaskStatus::Archived,
+    ];
+
+    /// The stable snake_case name used in JSON, SQL and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Archived => "archived",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(input: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == input)
+    }
+}
+
+/// The state of one task, as folded from its events. The read model stores exactly this (plus
+/// the stream position), which is what lets `verify` compare the two field by field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The task.
+    pub id: TaskId,
+    /// Its owner.
+    pub owner: UserId,
+    /// Title.
+    pub title: TaskTitle,
+    /// Description.
+    pub description: Option<Description>,
+    /// Priority.
+    pub priority: Option<Priority>,
+    /// Due date.
+    pub due_at: Option<Timestamp>,
+    /// The owner's estimate.
+    pub estimate_minutes: Option<EffortMinutes>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Life-cycle status.
+    pub status: TaskStatus,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When the last event happened.
+    pub updated_at: Timestamp,
+    /// When the running work session started; `Some` exactly while in progress.
+    pub started_at: Option<Timestamp>,
+    /// Seconds of work tracked in finished sessions.
+    pub tracked_seconds: i64,
+    /// When it was completed (while completed or archived after completion).
+    pub completed_at: Option<Timestamp>,
+    /// The actual effort recorded at completion.
+    pub actual_minutes: Option<EffortMinutes>,
+    /// When it was archived.
+    pub archived_at: Option<Timestamp>,
+    /// How many events it has: 1 after creation. This is the `version` of the API.
+    pub version: u64,
+}
+
+/// Decides what a command means for the current state: one event, none (an update that
+/// changes nothing), or a refusal.
+pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<TaskEvent>, TaskError> {
+    let task = match (state, command) {
+        (None, TaskCommand::Create(create)) => return Ok(Some(created(create))),
+        (Some(_), TaskCommand::Create(_)) => return Err(TaskError::AlreadyExists),
+        (None, _) => return Err(TaskError::NotFound),
+        (Some(task), _) => task,
+    };
+    if task.status == TaskStatus::Archived {
+        return Err(TaskError::Archived);
+    }
+    let task_id = task.id;
+    let event = match command {
+        // Answered above; repeated so the match stays exhaustive without a panic path.
+        TaskCommand::Create(_) => return Err(TaskError::AlreadyExists),
+        TaskCommand::Update(update) => {
+            return Ok(changed_fields(task, &update.changes, update.at).map(TaskEvent::Updated))
+        }
+        TaskCommand::Start(start) => match task.status {
+            TaskStatus::Open | TaskStatus::Paused => TaskEvent::Started(TaskStarted {
+                task_id,
+                occurred_at: start.at,
+            }),
+            TaskStatus::InProgress => return Err(TaskError::AlreadyStarted),
+            TaskStatus::Completed => return Err(TaskError::AlreadyCompleted),
+            TaskStatus::Archived => return Err(TaskError::Archived),
+        },
+        TaskCommand::Pause(pause) => match task.status {
+            TaskStatus::InProgress => TaskEvent::Paused(TaskPaused {
+                task_id,
+                occurred_at: pause.at,
+            }),
+            _ => return Err(TaskError::NotStarted),
+        },
+        TaskCommand::Complete(complete) => match task.status {
+            TaskStatus::Completed => return Err(TaskError::AlreadyCompleted),
+            _ => TaskEvent::Completed(completed(task, complete)),
+        },
+        TaskCommand::Reopen(reopen) => match task.status {
+            TaskStatus::Completed => TaskEvent::Reopened(TaskReopened {
+                task_id,
+                occurred_at: reopen.at,
+            }),
+            _ => return Err(TaskError::NotCompleted),
+        },
+        TaskCommand::Archive(archive) => TaskEvent::Archived(TaskArchived {
+            task_id,
+            occurred_at: archive.at,
+        }),
+    };
+    Ok(Some(event))
+}
+
+fn created(create: &CreateTask) -> TaskEvent {
+    TaskEvent::Created(TaskCreated {
+        task_id: create.task_id,
+        owner_id: create.owner.clone(),
+        title: create.title.clone(),
+        description: create.description.clone(),
+        priority: create.priority,
+        due_at: create.due_at,
+        estimate_minutes: create.estimate_minutes,
+        tags: create.tags.clone(),
+        occurred_at: create.at,
+    })
+}
+
+fn completed(task: &Task, complete: &CompleteTask) -> TaskCompleted {
+    let running = task
+        .started_at
+        .map(|since| session_seconds(since, complete.at))
+        .unwrap_or(0);
+    let actual_minutes = complete
+        .actual_minutes
+        .or_else(|| EffortMinutes::from_tracked_seconds(task.tracked_seconds + running));
+    TaskCompleted {
+        task_id: task.id,
+        actual_minutes,
+        occurred_at: complete.at,
+    }
+}
+
+/// Keeps only the fields whose value differs from the current one; `None` when nothing does.
+fn changed_fields(task: &Task, changes: &TaskChanges, at: Timestamp) -> Option<TaskUpdated> {
+    fn differs<T: PartialEq + Clone>(new: &Option<T>, current: &T) -> Option<T> {
+        new.as_ref().filter(|value| *value != current).cloned()
+    }
+    let update = TaskUpdated {
+        task_id: task.id,
+        title: differs(&changes.title, &task.title),
+        description: differs(&changes.description, &task.description),
+        priority: differs(&changes.priority, &task.priority),
+        due_at: differs(&changes.due_at, &task.due_at),
+        estimate_minutes: differs(&changes.estimate_minutes, &task.estimate_minutes),
+        tags: differs(&changes.tags, &task.tags),
+        occurred_at: at,
+    };
+    let any = update.title.is_some()
+        || update.description.is_some()
+        || update.priority.is_some()
+        || update.due_at.is_some()
+        || update.estimate_minutes.is_some()
+        || update.tags.is_some();
+    any.then_some(update)
+}
+
+/// Length of a work session in seconds; a clock that went backwards counts as zero.
+fn session_seconds(since: Timestamp, until: Timestamp) -> i64 {
+    (until - since).num_seconds().max(0)
+}
+
+/// Folds one event into the state. Total: an event that does not fit is ignored.
+pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
+    let mut task = match (state, event) {
+        (None, TaskEvent::Created(e)) => {
+            return Some(Task {
+                id: e.task_id,
+                owner: e.owner_id.clone(),
+                title: e.title.clone(),
+                description: e.description.clone(),
+                priority: e.priority,
+                due_at: e.due_at,
+                estimate_minutes: e.estimate_minutes,
+                tags: e.tags.clone(),
+                status: TaskStatus::Open,
+                created_at: e.occurred_at,
+                updated_at: e.occurred_at,
+                started_at: None,
+                tracked_seconds: 0,
+                completed_at: None,
+                actual_minutes: None,
+                archived_at: None,
+                version: 1,
+            })
+        }
+        (None, _) => return None,
+        (Some(task), TaskEvent::Created(_)) => return Some(task),
+        (Some(task), _) => task,
+    };
+    match event {
+        TaskEvent::Created(_) => {}
+        TaskEvent::Updated(e) => {
+            if let Some(title) = &e.title {
+                task.title = title.clone();
+            }
+            if let Some(description) = &e.description {
+                task.description = description.clone();
+            }
+            if let Some(priority) = e.priority {
+                task.priority = priority;
+            }
+            if let Some(due_at) = e.due_at {
+                task.due_at = due_at;
+            }
+            if let Some(estimate) = e.estimate_minutes {
+                task.estimate_minutes = estimate;
+            }
+            if let Some(tags) = &e.tags {
+                task.tags = tags.clone();
+            }
+        }
+        TaskEvent::Started(e) => {
+            task.status = TaskStatus::InProgress;
+            task.started_at = Some(e.occurred_at);
+        }
+        TaskEvent::Paused(e) => {
+            task.close_session(e.occurred_at);
+            task.status = TaskStatus::Paused;
+        }
+        TaskEvent::Completed(e) => {
+            task.close_session(e.occurred_at);
+            task.status = TaskStatus::Completed;
+            task.completed_at = Some(e.occurred_at);
+            task.actual_minutes = e.actual_minutes;
+        }
+        TaskEvent::Reopened(_) => {
+            task.status = TaskStatus::Open;
+            task.completed_at = None;
+            task.actual_minutes = None;
+        }
+        TaskEvent::Archived(e) => {
+            task.close_session(e.occurred_at);
+            task.status = TaskStatus::Archived;
+            task.archived_at = Some(e.occurred_at);
+        }
+    }
+    task.updated_at = event.occurred_at();
+    task.version += 1;
+    Some(task)
+}
+
+impl Task {
+    /// Ends the running work session, if any, adding its length to the tracked time.
+    fn close_session(&mut self, at: Timestamp) {
+        if let Some(since) = self.started_at.take() {
+            self.tracked_seconds = self
+                .tracked_seconds
+                .saturating_add(session_seconds(since, at));
+        }
+    }
+
+    /// Tracked seconds including the running session, as of `now`.
+    pub fn tracked_seconds_at(&self, now: Timestamp) -> i64 {
+        self.tracked_seconds
+            + self
+                .started_at
+                .map(|since| session_seconds(since, now))
+                .unwrap_or(0)
+    }
+}
+
+/// Rebuilds a task from its events, oldest first.
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a TaskEvent>) -> Option<Task> {
+    events.into_iter().fold(None, evolve)
+}

@@ -1,0 +1,495 @@
+//! Given/when/then specifications of the Task aggregate, plus property tests over any sequence
+//! of commands.
+
+use chrono::{Duration, TimeZone, Utc};
+use domain::*;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+/// A specification: `given(events).when(command).then_expect(...)`.
+struct Given(Vec<TaskEvent>);
+
+fn given(events: impl IntoIterator<Item = TaskEvent>) -> Given {
+    Given(events.into_iter().collect())
+}
+
+struct When {
+    state: Option<Task>,
+    outcome: Result<Option<TaskEvent>, TaskError>,
+}
+
+impl Given {
+    fn when(self, command: TaskCommand) -> When {
+        let state = replay(&self.0);
+        let outcome = decide(state.as_ref(), &command);
+        When { state, outcome }
+    }
+}
+
+impl When {
+    #[track_caller]
+    fn then_expect(self, event: TaskEvent) -> Task {
+        assert_eq!(self.outcome, Ok(Some(event.clone())));
+        evolve(self.state, &event).expect("the event applies")
+    }
+
+    #[track_caller]
+    fn then_nothing(self) {
+        assert_eq!(self.outcome, Ok(None));
+    }
+
+    #[track_caller]
+    fn then_refuse(self, error: TaskError) {
+        assert_eq!(self.outcome, Err(error));
+    }
+}
+
+const ID: TaskId = TaskId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001));
+
+fn t(minutes: i64) -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn owner() -> UserId {
+    UserId::parse("alice").unwrap()
+}
+
+fn create_command() -> CreateTask {
+    CreateTask {
+        task_id: ID,
+        owner: owner(),
+        title: TaskTitle::parse("Write the report").unwrap(),
+        description: Description::parse("quarterly numbers").unwrap(),
+        priority: Some(Priority::High),
+        due_at: Some(t(24 * 60)),
+        estimate_minutes: Some(EffortMinutes::parse(90, "estimate_minutes").unwrap()),
+        tags: Tag::parse_list(&["work", "writing"]).unwrap(),
+        at: t(0),
+    }
+}
+
+fn created() -> TaskEvent {
+    let c = create_command();
+    TaskEvent::Created(TaskCreated {
+        task_id: ID,
+        owner_id: c.owner,
+        title: c.title,
+        description: c.description,
+        priority: c.priority,
+        due_at: c.due_at,
+        estimate_minutes: c.estimate_minutes,
+        tags: c.tags,
+        occurred_at: t(0),
+    })
+}
+
+fn started(at: i64) -> TaskEvent {
+    TaskEvent::Started(TaskStarted {
+        task_id: ID,
+        occurred_at: t(at),
+    })
+}
+
+fn paused(at: i64) -> TaskEvent {
+    TaskEvent::Paused(TaskPaused {
+        task_id: ID,
+        occurred_at: t(at),
+    })
+}
+
+fn completed(at: i64, minutes: Option<u32>) -> TaskEvent {
+    TaskEvent::Completed(TaskCompleted {
+        task_id: ID,
+        actual_minutes: minutes.map(|m| EffortMinutes::parse(m.into(), "actual_minutes").unwrap()),
+        occurred_at: t(at),
+    })
+}
+
+fn reopened(at: i64) -> TaskEvent {
+    TaskEvent::Reopened(TaskReopened {
+        task_id: ID,
+        occurred_at: t(at),
+    })
+}
+
+fn archived(at: i64) -> TaskEvent {
+    TaskEvent::Archived(TaskArchived {
+        task_id: ID,
+        occurred_at: t(at),
+    })
+}
+
+fn start(at: i64) -> TaskCommand {
+    TaskCommand::Start(StartTask { at: t(at) })
+}
+fn pause(at: i64) -> TaskCommand {
+    TaskCommand::Pause(PauseTask { at: t(at) })
+}
+fn complete(at: i64, minutes: Option<u32>) -> TaskCommand {
+    TaskCommand::Complete(CompleteTask {
+        actual_minutes: minutes.map(|m| EffortMinutes::parse(m.into(), "actual_minutes").unwrap()),
+        at: t(at),
+    })
+}
+fn reopen(at: i64) -> TaskCommand {
+    TaskCommand::Reopen(ReopenTask { at: t(at) })
+}
+fn archive(at: i64) -> TaskCommand {
+    TaskCommand::Archive(ArchiveTask { at: t(at) })
+}
+fn update(changes: TaskChanges, at: i64) -> TaskCommand {
+    TaskCommand::Update(UpdateTask { changes, at: t(at) })
+}
+
+// ---- CreateTask ----------------------------------------------------------------------------
+
+#[test]
+fn creating_a_new_task_records_every_given_field() {
+    let task = given([])
+        .when(TaskCommand::Create(create_command()))
+        .then_expect(created());
+    assert_eq!(task.status, TaskStatus::Open);
+    assert_eq!(task.version, 1);
+    assert_eq!(task.title.as_str(), "Write the report");
+    assert_eq!(task.owner, owner());
+}
+
+#[test]
+fn creating_a_task_that_already_exists_is_refused() {
+    given([created()])
+        .when(TaskCommand::Create(create_command()))
+        .then_refuse(TaskError::AlreadyExists);
+}
+
+// ---- UpdateTask ----------------------------------------------------------------------------
+
+#[test]
+fn updating_keeps_only_the_fields_that_change() {
+    let changes = TaskChanges {
+        title: Some(TaskTitle::parse("Write the report").unwrap()),
+        priority: Some(Some(Priority::Low)),
+        description: Some(None),
+        ..TaskChanges::default()
+    };
+    let task = given([created()])
+        .when(update(changes, 5))
+        .then_expect(TaskEvent::Updated(TaskUpdated {
+            task_id: ID,
+            title: None,
+            description: Some(None),
+            priority: Some(Some(Priority::Low)),
+            due_at: None,
+            estimate_minutes: None,
+            tags: None,
+            occurred_at: t(5),
+        }));
+    assert_eq!(task.priority, Some(Priority::Low));
+    assert_eq!(task.description, None);
+    assert_eq!(task.version, 2);
+    assert_eq!(task.updated_at, t(5));
+}
+
+#[test]
+fn an_update_that_changes_nothing_yields_no_event() {
+    let same = TaskChanges {
+        priority: Some(Some(Priority::High)),
+        tags: Some(Tag::parse_list(&["work", "writing"]).unwrap()),
+        ..TaskChanges::default()
+    };
+    given([created()]).when(update(same, 5)).then_nothing();
+    given([created()])
+        .when(update(TaskChanges::default(), 5))
+        .then_nothing();
+}
+
+#[test]
+fn updating_a_missing_task_is_refused_as_not_found() {
+    given([])
+        .when(update(TaskChanges::default(), 1))
+        .then_refuse(TaskError::NotFound);
+}
+
+#[test]
+fn updating_an_archived_task_is_refused() {
+    let changes = TaskChanges {
+        priority: Some(None),
+        ..TaskChanges::default()
+    };
+    given([created(), archived(1)])
+        .when(update(changes, 2))
+        .then_refuse(TaskError::Archived);
+}
+
+#[test]
+fn a_completed_task_can_still_be_edited() {
+    let changes = TaskChanges {
+        tags: Some(vec![]),
+        ..TaskChanges::default()
+    };
+    let task = given([created(), completed(10, Some(5))])
+        .when(update(changes, 11))
+        .then_expect(TaskEvent::Updated(TaskUpdated {
+            task_id: ID,
+            title: None,
+            description: None,
+            priority: None,
+            due_at: None,
+            estimate_minutes: None,
+            tags: Some(vec![]),
+            occurred_at: t(11),
+        }));
+    assert_eq!(task.status, TaskStatus::Completed);
+}
+
+// ---- StartTask -----------------------------------------------------------------------------
+
+#[test]
+fn starting_an_open_task_puts_it_in_progress() {
+    let task = given([created()]).when(start(3)).then_expect(started(3));
+    assert_eq!(task.status, TaskStatus::InProgress);
+    assert_eq!(task.started_at, Some(t(3)));
+}
+
+#[test]
+fn starting_a_paused_task_resumes_it() {
+    let task = given([created(), started(1), paused(11)])
+        .when(start(20))
+        .then_expect(started(20));
+    assert_eq!(task.tracked_seconds, 600);
+}
+
+#[test]
+fn starting_a_task_in_progress_is_refused() {
+    given([created(), started(1)])
+        .when(start(2))
+        .then_refuse(TaskError::AlreadyStarted);
+}
+
+#[test]
+fn starting_a_completed_task_is_refused() {
+    given([created(), completed(1, None)])
+        .when(start(2))
+        .then_refuse(TaskError::AlreadyCompleted);
+}
+
+#[test]
+fn starting_an_archived_task_is_refused() {
+    given([created(), archived(1)])
+        .when(start(2))
+        .then_refuse(TaskError::Archived);
+}
+
+#[test]
+fn starting_a_missing_task_is_refused_as_not_found() {
+    given([]).when(start(0)).then_refuse(TaskError::NotFound);
+}
+
+// ---- PauseTask -----------------------------------------------------------------------------
+
+#[test]
+fn pausing_a_started_task_adds_the_session_to_tracked_time() {
+    let task = given([created(), started(10)])
+        .when(pause(25))
+        .then_expect(paused(25));
+    assert_eq!(task.status, TaskStatus::Paused);
+    assert_eq!(task.tracked_seconds, 15 * 60);
+    assert_eq!(task.started_at, None);
+}
+
+#[test]
+fn pausing_a_task_that_is_not_started_is_refused() {
+    given([created()])
+        .when(pause(1))
+        .then_refuse(TaskError::NotStarted);
+    given([created(), started(1), paused(2)])
+        .when(pause(3))
+        .then_refuse(TaskError::NotStarted);
+    given([created(), completed(1, None)])
+        .when(pause(3))
+        .then_refuse(TaskError::NotStarted);
+}
+
+#[test]
+fn pausing_an_archived_task_is_refused() {
+    given([created(), started(1), archived(2)])
+        .when(pause(3))
+        .then_refuse(TaskError::Archived);
+}
+
+// ---- CompleteTask --------------------------------------------------------------------------
+
+#[test]
+fn completing_with_a_reported_effort_keeps_that_effort() {
+    let task = given([created(), started(0), paused(30)])
+        .when(complete(40, Some(45)))
+        .then_expect(completed(40, Some(45)));
+    assert_eq!(task.actual_minutes.map(EffortMinutes::get), Some(45));
+    assert_eq!(task.completed_at, Some(t(40)));
+}
+
+#[test]
+fn completing_without_an_effort_derives_it_from_tracked_time() {
+    // 20 minutes in a finished session plus 10 in the running one.
+    let task = given([created(), started(0), paused(20), started(30)])
+        .when(complete(40, None))
+        .then_expect(completed(40, Some(30)));
+    assert_eq!(task.tracked_seconds, 30 * 60);
+    assert_eq!(task.status, TaskStatus::Completed);
+}
+
+#[test]
+fn completing_an_untracked_task_without_an_effort_leaves_it_unknown() {
+    let task = given([created()])
+        .when(complete(5, None))
+        .then_expect(completed(5, None));
+    assert_eq!(task.actual_minutes, None);
+}
+
+#[test]
+fn completing_a_completed_task_is_refused() {
+    given([created(), completed(1, None)])
+        .when(complete(2, None))
+        .then_refuse(TaskError::AlreadyCompleted);
+}
+
+#[test]
+fn completing_an_archived_task_is_refused() {
+    given([created(), archived(1)])
+        .when(complete(2, None))
+        .then_refuse(TaskError::Archived);
+}
+
+// ---- ReopenTask ----------------------------------------------------------------------------
+
+#[test]
+fn reopening_a_completed_task_opens_it_again() {
+    let task = given([created(), completed(1, Some(3))])
+        .when(reopen(2))
+        .then_expect(reopened(2));
+    assert_eq!(task.status, TaskStatus::Open);
+    assert_eq!(task.completed_at, None);
+    assert_eq!(task.actual_minutes, None);
+}
+
+#[test]
+fn reopening_a_task_that_is_not_completed_is_refused() {
+    given([created()])
+        .when(reopen(1))
+        .then_refuse(TaskError::NotCompleted);
+    given([created(), started(1)])
+        .when(reopen(2))
+        .then_refuse(TaskError::NotCompleted);
+}
+
+#[test]
+fn reopening_an_archived_task_is_refused() {
+    given([created(), completed(1, None), archived(2)])
+        .when(reopen(3))
+        .then_refuse(TaskError::Archived);
+}
+
+// ---- ArchiveTask ---------------------------------------------------------------------------
+
+#[test]
+fn archiving_stops_a_running_session_and_freezes_the_task() {
+    let task = given([created(), started(0)])
+        .when(archive(15))
+        .then_expect(archived(15));
+    assert_eq!(task.status, TaskStatus::Archived);
+    assert_eq!(task.tracked_seconds, 15 * 60);
+    assert_eq!(task.archived_at, Some(t(15)));
+}
+
+#[test]
+fn archiving_an_archived_task_is_refused() {
+    given([created(), archived(1)])
+        .when(archive(2))
+        .then_refuse(TaskError::Archived);
+}
+
+#[test]
+fn archiving_a_missing_task_is_refused_as_not_found() {
+    given([]).when(archive(1)).then_refuse(TaskError::NotFound);
+}
+
+// ---- evolve is total -----------------------------------------------------------------------
+
+#[test]
+fn events_before_the_creation_are_ignored_by_evolve() {
+    assert_eq!(replay(&[started(0), paused(1)]), None);
+    let task = replay(&[created(), created()]).unwrap();
+    assert_eq!(task.version, 1);
+}
+
+// ---- properties ----------------------------------------------------------------------------
+
+fn arb_changes() -> impl Strategy<Value = TaskChanges> {
+    (
+        proptest::option::of("[a-z]{1,12}"),
+        proptest::option::of(proptest::option::of(0usize..4)),
+        proptest::option::of(proptest::option::of(1i64..500)),
+        proptest::option::of(proptest::collection::vec("[a-c]{1,3}", 0..4)),
+    )
+        .prop_map(|(title, priority, estimate, tags)| TaskChanges {
+            title: title.map(|t| TaskTitle::parse(&t).unwrap()),
+            priority: priority.map(|p| p.map(|i| Priority::ALL[i])),
+            estimate_minutes: estimate
+                .map(|e| e.map(|m| EffortMinutes::parse(m, "estimate_minutes").unwrap())),
+            tags: tags.map(|t| Tag::parse_list(&t).unwrap()),
+            ..TaskChanges::default()
+        })
+}
+
+/// Any command, at a time offset in minutes that may even go backwards.
+fn arb_command() -> impl Strategy<Value = TaskCommand> {
+    let at = -5i64..600;
+    prop_oneof![
+        at.clone()
+            .prop_map(|m| TaskCommand::Create(CreateTask { at: t(m), ..create_command() })),
+        (arb_changes(), at.clone()).prop_map(|(c, m)| update(c, m)),
+        at.clone().prop_map(start),
+        at.clone().prop_map(pause),
+        (at.clone(), proptest::option::of(1u32..1000)).prop_map(|(m, a)| complete(m, a)),
+        at.clone().prop_map(reopen),
+        at.prop_map(archive),
+    ]
+}
+
+proptest! {
+    /// Whatever commands arrive, evolve never panics, the state only ever moves by the events
+    /// decide produced, and a task rebuilt from those events equals the state decide saw.
+    #[test]
+    fn a_task_rebuilt_from_its_events_equals_the_state_decide_saw(
+        commands in proptest::collection::vec(arb_command(), 0..40)
+    ) {
+        let mut state: Option<Task> = None;
+        let mut log: Vec<TaskEvent> = Vec::new();
+        for command in &commands {
+            prop_assert_eq!(&replay(&log), &state);
+            if let Ok(Some(event)) = decide(state.as_ref(), command) {
+                state = evolve(state, &event);
+                log.push(event);
+                let task = state.as_ref().expect("an accepted event leaves a task");
+                prop_assert_eq!(task.version as usize, log.len());
+                prop_assert!(task.tracked_seconds >= 0);
+            }
+        }
+        prop_assert_eq!(replay(&log), state);
+    }
+
+    /// Every event decide produces survives the JSON round trip through its own type and
+    /// version, so what is stored is exactly what was decided.
+    #[test]
+    fn every_decided_event_decodes_back_to_itself(
+        commands in proptest::collection::vec(arb_command(), 0..20)
+    ) {
+        let mut state: Option<Task> = None;
+        for command in &commands {
+            if let Ok(Some(event)) = decide(state.as_ref(), command) {
+                let back = TaskEvent::decode(event.event_type(), event.event_version(), &event.encode());
+                prop_assert_eq!(back.as_ref().ok(), Some(&event));
+                state = evolve(state, &event);
+            }
+        }
+    }
+}
