@@ -1,0 +1,439 @@
+//! [`EventStore`]: executes commands against the Task aggregate with optimistic concurrency,
+//! loads task states through the validated cache, and reads task histories.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, consumer, context::PublishErrorKind, message::PublishMessage, stream::DirectGetErrorKind,
+};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use domain::{decide, evolve, Task, TaskCommand, TaskEvent, TaskId, UserId};
+use futures::StreamExt;
+
+use crate::cache::{CachedTask, StateCache};
+use crate::envelope::{headers, RawEvent, RecordedEvent};
+use crate::error::StoreError;
+use crate::naming::Naming;
+
+/// Tuning of the store; the defaults suit one API process.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How many task states the cache holds.
+    pub cache_capacity: usize,
+    /// How often a command is decided again after losing a race (`WrongLastSequence`) before
+    /// answering a conflict. Commands with `If-Match` then fail the version check instead.
+    pub max_attempts: u32,
+    /// How long a task's events are read one direct get at a time before switching to an
+    /// ordered consumer, which is cheaper per event but costs more to set up.
+    pub direct_read_limit: usize,
+    /// Upper bound on any single JetStream request, so a dead server means a prompt 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
+            max_attempts: 3,
+            direct_read_limit: 32,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Who asked for a command and how to recognise it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMeta {
+    /// Unique per command; becomes `Nats-Msg-Id` and `Tm-Command-Id`.
+    pub command_id: String,
+    /// Correlates everything one client request caused.
+    pub correlation_id: String,
+    /// W3C trace context to store with the event.
+    pub traceparent: Option<String>,
+    /// The id came from the client's `Idempotency-Key`: a repeat must answer exactly like the
+    /// first execution, even when the state has moved on since.
+    pub client_supplied_id: bool,
+}
+
+/// The answer to an executed command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandOutcome {
+    /// The task.
+    pub task_id: TaskId,
+    /// The task's version after the command (its number of events).
+    pub version: u64,
+    /// The stream sequence of the command's event (or, when nothing changed, of the task's
+    /// latest event): wait for this position to read your own write.
+    pub position: u64,
+    /// Whether this execution appended a new event (false for a no-op or a repeat).
+    pub appended: bool,
+}
+
+/// A task's state and the stream sequence of its last event (0 when it has none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedTask {
+    /// The state, `None` when the task has no events.
+    pub task: Option<Task>,
+    /// The stream sequence of the last event.
+    pub sequence: u64,
+}
+
+impl LoadedTask {
+    /// The task's version: its number of events.
+    pub fn version(&self) -> u64 {
+        self.task.as_ref().map(|t| t.version).unwrap_or(0)
+    }
+}
+
+/// The event store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct EventStore {
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    naming: Naming,
+    cache: StateCache,
+    options: StoreOptions,
+}
+
+enum AppendError {
+    WrongLastSequence,
+    Failed(StoreError),
+}
+
+impl EventStore {
+    /// Opens the store on an existing stream (see [`crate::apply_stream_definitions`]).
+    #[tracing::instrument(skip_all, fields(stream = naming.stream()), err)]
+    pub async fn open(
+        client: async_nats::Client,
+        naming: Naming,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(options.request_timeout)
+            .ack_timeout(options.request_timeout)
+            .build(client);
+        let stream = jetstream
+            .get_stream(naming.stream())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("stream {}: {e}", naming.stream())))?;
+        Ok(Self {
+            jetstream,
+            stream,
+            cache: StateCache::new(options.cache_capacity),
+            naming,
+            options,
+        })
+    }
+
+    /// The names this store uses.
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// The JetStream context, for components that read the stream themselves.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// The stream sequence of the newest event in the whole stream (0 when empty).
+    pub async fn head_position(&self) -> Result<u64, StoreError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Decides `command` against the task's current state and appends the resulting event.
+    ///
+    /// `expected_version` is the client's `If-Match`. Losing a race to another writer makes the
+    /// command be decided again on the new state, up to `max_attempts` times; with
+    /// `expected_version` set the version check then refuses it.
+    #[tracing::instrument(
+        skip_all,
+        fields(command = command.name(), task_id = %task_id, command_id = %meta.command_id),
+        err(level = tracing::Level::DEBUG)
+    )]
+    pub async fn execute(
+        &self,
+        owner: &UserId,
+        task_id: TaskId,
+        command: &TaskCommand,
+        expected_version: Option<u64>,
+        meta: &CommandMeta,
+    ) -> Result<CommandOutcome, StoreError> {
+        let subject = self.naming.task_subject(owner, task_id);
+        let is_create = matches!(command, TaskCommand::Create(_));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A create addresses a fresh id: skip the lookup, the append expects sequence 0.
+            let current = if is_create && attempt == 1 {
+                LoadedTask::default()
+            } else {
+                self.load_subject(&subject, task_id).await?
+            };
+            let decision = match expected_version {
+                Some(expected) if expected != current.version() => {
+                    Err(StoreError::VersionConflict {
+                        expected,
+                        actual: current.version(),
+                    })
+                }
+                _ => decide(current.task.as_ref(), command).map_err(StoreError::from),
+            };
+            let event = match decision {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) if meta.client_supplied_id => {
+                    if let Some(original) = self.find_command(&subject, task_id, meta).await? {
+                        return Ok(original);
+                    }
+                    match decision {
+                        Ok(_) => return Ok(unchanged(task_id, &current)),
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(None) => return Ok(unchanged(task_id, &current)),
+                Err(error) => return Err(error),
+            };
+            match self.append(&subject, &event, current.sequence, meta).await {
+                Ok(ack) if ack.duplicate => {
+                    return self
+                        .find_command(&subject, task_id, meta)
+                        .await?
+                        .ok_or(StoreError::Concurrency);
+                }
+                Ok(ack) => {
+                    let Some(task) = evolve(current.task, &event) else {
+                        return Err(StoreError::Concurrency);
+                    };
+                    let outcome = CommandOutcome {
+                        task_id,
+                        version: task.version,
+                        position: ack.sequence,
+                        appended: true,
+                    };
+                    self.cache.put(
+                        task_id,
+                        CachedTask {
+                            task,
+                            sequence: ack.sequence,
+                        },
+                    );
+                    return Ok(outcome);
+                }
+                Err(AppendError::WrongLastSequence) => {
+                    self.cache.evict(task_id);
+                    if attempt >= self.options.max_attempts {
+                        return Err(StoreError::Concurrency);
+                    }
+                    tracing::debug!(attempt, "lost a race on the task; deciding again");
+                }
+                Err(AppendError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        subject: &str,
+        event: &TaskEvent,
+        expected_sequence: u64,
+        meta: &CommandMeta,
+    ) -> Result<jetstream::publish::PublishAck, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::EVENT_TYPE, event.event_type());
+        headers.insert(
+            headers::EVENT_VERSION,
+            event.event_version().to_string().as_str(),
+        );
+        headers.insert(headers::COMMAND_ID, meta.command_id.as_str());
+        headers.insert(headers::CORRELATION_ID, meta.correlation_id.as_str());
+        if let Some(traceparent) = &meta.traceparent {
+            headers.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        let message = PublishMessage::build()
+            .payload(Bytes::from(event.encode()))
+            .headers(headers)
+            .message_id(&meta.command_id)
+            .expected_last_subject_sequence(expected_sequence);
+        let classify = |kind: PublishErrorKind, error: String| match kind {
+            PublishErrorKind::WrongLastSequence => AppendError::WrongLastSequence,
+            _ => AppendError::Failed(StoreError::Unavailable(error)),
+        };
+        let ack = self
+            .jetstream
+            .send_publish(subject.to_owned(), message)
+            .await
+            .map_err(|e| classify(e.kind(), e.to_string()))?;
+        ack.await.map_err(|e| classify(e.kind(), e.to_string()))
+    }
+
+    /// Looks for the event a command produced earlier, by its command id, and answers as the
+    /// first execution did. Only runs on the rare paths (a repeated `Idempotency-Key`).
+    async fn find_command(
+        &self,
+        subject: &str,
+        task_id: TaskId,
+        meta: &CommandMeta,
+    ) -> Result<Option<CommandOutcome>, StoreError> {
+        let Some(last) = self.last_sequence(subject).await? else {
+            return Ok(None);
+        };
+        let events = self.read_subject(subject, 1, last).await?;
+        Ok(events
+            .iter()
+            .position(|e| e.command_id.as_deref() == Some(meta.command_id.as_str()))
+            .map(|index| CommandOutcome {
+                task_id,
+                version: index as u64 + 1,
+                position: events[index].position,
+                appended: false,
+            }))
+    }
+
+    /// The current state of a task (absent when it has no events, including when `owner` is
+    /// not its owner: the subject names the owner).
+    pub async fn load(&self, owner: &UserId, task_id: TaskId) -> Result<LoadedTask, StoreError> {
+        let subject = self.naming.task_subject(owner, task_id);
+        self.load_subject(&subject, task_id).await
+    }
+
+    async fn load_subject(&self, subject: &str, task_id: TaskId) -> Result<LoadedTask, StoreError> {
+        let Some(last) = self.last_sequence(subject).await? else {
+            return Ok(LoadedTask::default());
+        };
+        let (mut task, from) = match self.cache.get(task_id) {
+            Some(cached) if cached.sequence == last => {
+                return Ok(LoadedTask {
+                    task: Some(cached.task),
+                    sequence: last,
+                })
+            }
+            Some(cached) if cached.sequence < last => (Some(cached.task), cached.sequence + 1),
+            _ => (None, 1),
+        };
+        for recorded in self.read_subject(subject, from, last).await? {
+            task = evolve(task, &recorded.event);
+        }
+        if let Some(task) = &task {
+            self.cache.put(
+                task_id,
+                CachedTask {
+                    task: task.clone(),
+                    sequence: last,
+                },
+            );
+        }
+        Ok(LoadedTask {
+            task,
+            sequence: last,
+        })
+    }
+
+    /// Every event of a task, oldest first; empty when the task does not exist for `owner`.
+    #[tracing::instrument(skip_all, fields(task_id = %task_id), err)]
+    pub async fn history(
+        &self,
+        owner: &UserId,
+        task_id: TaskId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let subject = self.naming.task_subject(owner, task_id);
+        match self.last_sequence(&subject).await? {
+            Some(last) => self.read_subject(&subject, 1, last).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The stream sequence of the subject's last message, by one direct get.
+    async fn last_sequence(&self, subject: &str) -> Result<Option<u64>, StoreError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    /// Reads a subject's events with sequences in `from..=until`: one direct get per event for
+    /// the first `direct_read_limit` events, then an ordered consumer for the rest.
+    async fn read_subject(
+        &self,
+        subject: &str,
+        mut from: u64,
+        until: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        while from <= until {
+            if events.len() >= self.options.direct_read_limit {
+                events.extend(self.read_with_consumer(subject, from, until).await?);
+                break;
+            }
+            let message = match self
+                .stream
+                .direct_get_next_for_subject(subject, Some(from))
+                .await
+            {
+                Ok(message) => message,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(StoreError::unavailable(e)),
+            };
+            if message.sequence > until {
+                break;
+            }
+            from = message.sequence + 1;
+            events.push(RawEvent::from(&message).decode(&self.naming)?);
+        }
+        Ok(events)
+    }
+
+    async fn read_with_consumer(
+        &self,
+        subject: &str,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let mut events = Vec::new();
+        loop {
+            let next = tokio::time::timeout(self.options.request_timeout, messages.next())
+                .await
+                .map_err(|_| StoreError::Unavailable("reading a task's events timed out".into()))?;
+            let Some(message) = next else { break };
+            let message = message.map_err(StoreError::unavailable)?;
+            let Some(raw) = RawEvent::from_consumer(&message) else {
+                continue;
+            };
+            let sequence = raw.sequence;
+            if sequence > until {
+                break;
+            }
+            events.push(raw.decode(&self.naming)?);
+            if sequence == until {
+                break;
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn unchanged(task_id: TaskId, current: &LoadedTask) -> CommandOutcome {
+    CommandOutcome {
+        task_id,
+        version: current.version(),
+        position: current.sequence,
+        appended: false,
+    }
+}
