@@ -299,6 +299,40 @@ impl DueAt {
     }
 }
 
+/// Rebuilding values read back from taskmaster's own stores (the read model), which only ever
+/// hold values that passed `parse` when they entered. Like `Deserialize`, these do not
+/// re-validate, so stored facts stay readable when a rule tightens.
+pub trait FromTrusted<T> {
+    /// Wraps a stored value without validation.
+    fn from_trusted(value: T) -> Self;
+}
+
+impl FromTrusted<String> for UserId {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<String> for TaskTitle {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<String> for Description {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<String> for Tag {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<u32> for EffortMinutes {
+    fn from_trusted(value: u32) -> Self {
+        Self(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,40 @@
+//! The Postgres read models of taskmaster and the projector that keeps them current.
+//!
+//! A projection here is an `evolve` over read-model rows: the tasks projection folds events
+//! into the domain's own [`domain::Task`] through [`domain::evolve`], so the read model holds
+//! exactly what the event log implies and `verify` can compare the two. The live projector and
+//! replay call the same [`task_rows::apply_batch`].
+//!
+//! Every batch is one transaction that writes the rows *and* moves the checkpoint (the stream
+//! sequence of the last applied event), guarded by a compare-and-set on the previous
+//! checkpoint. A crash between any two statements rolls the whole batch back, and a second
+//! projector racing on the same checkpoint fails its commit instead of applying events twice.
+//! The transaction also sends `NOTIFY`, delivered only on commit, which wakes queries waiting
+//! for `Tm-Min-Position`.
+//!
+//! # Layout
+//! - [`database`]: creating the database if missing and applying `migrations/`.
+//! - [`checkpoint`]: reading and advancing checkpoints.
+//! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
+//! - [`projector`]: the loop that reads the stream from the checkpoint and applies batches.
+//! - [`queries`]: what the API reads: one task, filtered and paginated lists.
+//! - [`position`]: waiting until the read model reaches a position (read-your-writes).
+//! - [`error`]: the crate's one error enum.
+
+pub mod checkpoint;
+pub mod database;
+pub mod error;
+pub mod position;
+pub mod projector;
+pub mod queries;
+pub mod task_rows;
+
+pub use error::ProjectionError;
+pub use position::PositionWatch;
+pub use projector::{Projector, ProjectorOptions};
+
+/// The name of the tasks projection: its checkpoint row and its metric label.
+pub const TASKS_PROJECTION: &str = "tasks";
+
+/// The channel on which projections announce committed positions.
+pub const POSITION_CHANNEL: &str = "taskmaster_projection_position";

@@ -1,0 +1,250 @@
+//! What the API reads from the tasks read model: one task, and filtered, sorted, cursor-paged
+//! lists. Every query is scoped to an owner, so another user's task is simply not found.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use domain::{Priority, TaskId, TaskStatus, UserId};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::error::ProjectionError;
+use crate::task_rows::{TaskRecord, TaskRow, TASK_COLUMNS};
+
+/// One task of `owner`, if it exists and is theirs.
+#[tracing::instrument(skip_all, fields(task_id = %id), err)]
+pub async fn get_task(
+    pool: &PgPool,
+    owner: &UserId,
+    id: TaskId,
+) -> Result<Option<TaskRecord>, ProjectionError> {
+    let row: Option<TaskRow> = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND owner_id = $2"
+    ))
+    .bind(id.0)
+    .bind(owner.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(TaskRecord::try_from).transpose()
+}
+
+/// The orders a list can be sorted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Creation time.
+    CreatedAt,
+    /// Time of the last change.
+    UpdatedAt,
+    /// Due date; tasks without one come last in ascending order.
+    DueAt,
+    /// Priority; tasks without one rank below `low`.
+    Priority,
+}
+
+impl SortKey {
+    /// Parses the query-string name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "created_at" => SortKey::CreatedAt,
+            "updated_at" => SortKey::UpdatedAt,
+            "due_at" => SortKey::DueAt,
+            "priority" => SortKey::Priority,
+            _ => return None,
+        })
+    }
+
+    fn expression(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::DueAt => "coalesce(due_at, 'infinity'::timestamptz)",
+            SortKey::Priority => "priority_rank",
+        }
+    }
+
+    fn cast(self) -> &'static str {
+        match self {
+            SortKey::Priority => "::text::smallint",
+            _ => "::text::timestamptz",
+        }
+    }
+
+    fn value_of(self, record: &TaskRecord) -> String {
+        let task = &record.task;
+        match self {
+            SortKey::CreatedAt => task.created_at.to_rfc3339(),
+            SortKey::UpdatedAt => task.updated_at.to_rfc3339(),
+            SortKey::DueAt => task
+                .due_at
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_else(|| "infinity".into()),
+            SortKey::Priority => task
+                .priority
+                .map(|p| Priority::ALL.iter().position(|x| *x == p).unwrap_or(0) + 1)
+                .unwrap_or(0)
+                .to_string(),
+        }
+    }
+}
+
+/// Filters, order and page of a list.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Any of these statuses (all when empty).
+    pub statuses: Vec<TaskStatus>,
+    /// Any of these priorities (all when empty).
+    pub priorities: Vec<Priority>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Due at or after.
+    pub due_after: Option<DateTime<Utc>>,
+    /// Due before.
+    pub due_before: Option<DateTime<Utc>>,
+    /// Full-text search over title and description (web-search syntax: words, "phrases", -not).
+    pub text: Option<String>,
+    /// Order.
+    pub sort: SortKey,
+    /// Descending order.
+    pub descending: bool,
+    /// Page size.
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub after: Option<Cursor>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            statuses: Vec::new(),
+            priorities: Vec::new(),
+            tags: Vec::new(),
+            due_after: None,
+            due_before: None,
+            text: None,
+            sort: SortKey::CreatedAt,
+            descending: true,
+            limit: 50,
+            after: None,
+        }
+    }
+}
+
+/// An opaque position in a sorted list: the sort value and id of the last item of a page.
+/// It also records the order it was issued for, so it cannot be used with another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "s")]
+    sort: SortKey,
+    #[serde(rename = "d")]
+    descending: bool,
+    #[serde(rename = "v")]
+    value: String,
+    #[serde(rename = "i")]
+    id: uuid::Uuid,
+}
+
+impl Cursor {
+    /// The URL-safe text form.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Parses the text form.
+    pub fn decode(text: &str) -> Result<Self, ProjectionError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| ProjectionError::InvalidCursor)?;
+        let cursor: Cursor =
+            serde_json::from_slice(&bytes).map_err(|_| ProjectionError::InvalidCursor)?;
+        let plausible = match cursor.sort {
+            SortKey::Priority => cursor.value.parse::<i16>().is_ok(),
+            _ => cursor.value == "infinity" || DateTime::parse_from_rfc3339(&cursor.value).is_ok(),
+        };
+        plausible
+            .then_some(cursor)
+            .ok_or(ProjectionError::InvalidCursor)
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The tasks of this page.
+    pub items: Vec<TaskRecord>,
+    /// The cursor of the next page, `None` on the last.
+    pub next: Option<Cursor>,
+}
+
+/// Lists `owner`'s tasks.
+#[tracing::instrument(skip_all, err)]
+pub async fn list_tasks(
+    pool: &PgPool,
+    owner: &UserId,
+    query: &ListQuery,
+) -> Result<Page, ProjectionError> {
+    let mut sql: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = "));
+    sql.push_bind(owner.as_str());
+    if !query.statuses.is_empty() {
+        let names: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        sql.push(" AND status = ANY(").push_bind(names).push(")");
+    }
+    if !query.priorities.is_empty() {
+        let names: Vec<&str> = query.priorities.iter().map(|p| p.as_str()).collect();
+        sql.push(" AND priority = ANY(").push_bind(names).push(")");
+    }
+    if !query.tags.is_empty() {
+        sql.push(" AND tags @> ").push_bind(query.tags.clone());
+    }
+    if let Some(after) = query.due_after {
+        sql.push(" AND due_at >= ").push_bind(after);
+    }
+    if let Some(before) = query.due_before {
+        sql.push(" AND due_at < ").push_bind(before);
+    }
+    if let Some(text) = &query.text {
+        sql.push(" AND search @@ websearch_to_tsquery('english', ")
+            .push_bind(text.clone())
+            .push(")");
+    }
+    let expression = query.sort.expression();
+    let (direction, comparison) = if query.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    if let Some(cursor) = &query.after {
+        if cursor.sort != query.sort || cursor.descending != query.descending {
+            return Err(ProjectionError::InvalidCursor);
+        }
+        sql.push(format!(" AND ({expression}, id) {comparison} ("))
+            .push_bind(cursor.value.clone())
+            .push(query.sort.cast())
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
+    sql.push(format!(
+        " ORDER BY {expression} {direction}, id {direction} LIMIT "
+    ))
+    .push_bind(i64::from(query.limit) + 1);
+
+    let rows: Vec<TaskRow> = sql.build_query_as().fetch_all(pool).await?;
+    let mut items: Vec<TaskRecord> = rows
+        .into_iter()
+        .map(TaskRecord::try_from)
+        .collect::<Result<_, _>>()?;
+    let next = if items.len() > query.limit as usize {
+        items.truncate(query.limit as usize);
+        items.last().map(|last| Cursor {
+            sort: query.sort,
+            descending: query.descending,
+            value: query.sort.value_of(last),
+            id: last.task.id.0,
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}

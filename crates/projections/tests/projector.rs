@@ -1,0 +1,248 @@
+//! The projector against the real Postgres and NATS: exactly-once application across crashes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use domain::*;
+use eventstore::store::StoreOptions;
+use eventstore::{apply_stream_definitions, CommandMeta, EventStore, Naming, StreamOptions};
+use projections::task_rows::{self, TaskRecord};
+use projections::{checkpoint, database, Projector, ProjectorOptions, TASKS_PROJECTION};
+use sqlx::PgPool;
+use testkit::{NatsScope, TestDatabase};
+use tokio_util::sync::CancellationToken;
+
+struct World {
+    pool: PgPool,
+    store: Arc<EventStore>,
+    naming: Naming,
+    _db: TestDatabase,
+    _nats: NatsScope,
+}
+
+async fn world() -> World {
+    let db = TestDatabase::create().await;
+    let nats = NatsScope::new();
+    let pool = database::connect(&db.url, 8).await.unwrap();
+    database::migrate(&pool).await.unwrap();
+    let naming = Naming::new(&nats.prefix).unwrap();
+    let client = nats.client().await;
+    apply_stream_definitions(
+        &async_nats::jetstream::new(client.clone()),
+        &naming,
+        StreamOptions::default(),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(
+        EventStore::open(client, naming.clone(), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    World {
+        pool,
+        store,
+        naming,
+        _db: db,
+        _nats: nats,
+    }
+}
+
+fn new_projector(world: &World) -> Projector {
+    Projector::new(
+        world.pool.clone(),
+        world.store.jetstream().clone(),
+        world.naming.clone(),
+        Arc::new(telemetry::Metrics::new()),
+        ProjectorOptions {
+            max_batch: 50,
+            min_backoff: Duration::from_millis(10),
+            ..ProjectorOptions::default()
+        },
+    )
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        correlation_id: uuid::Uuid::new_v4().to_string(),
+        traceparent: None,
+        client_supplied_id: false,
+    }
+}
+
+fn at(step: i64) -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(step)
+}
+
+/// Drives `tasks` tasks through `rounds` rounds of life-cycle commands.
+async fn write_history(store: Arc<EventStore>, owner: UserId, tasks: usize, rounds: i64) -> u64 {
+    let ids: Vec<TaskId> = (0..tasks).map(|_| TaskId(uuid::Uuid::now_v7())).collect();
+    let mut appended = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let create = TaskCommand::Create(CreateTask {
+            task_id: *id,
+            owner: owner.clone(),
+            title: TaskTitle::parse(&format!("task {i}")).unwrap(),
+            description: None,
+            priority: Some(Priority::ALL[i % 4]),
+            due_at: None,
+            estimate_minutes: EffortMinutes::parse(30 + i as i64, "estimate_minutes").ok(),
+            tags: Tag::parse_list(&["load"]).unwrap(),
+            at: at(0),
+        });
+        store.execute(&owner, *id, &create, None, &meta()).await.unwrap();
+        appended += 1;
+    }
+    for round in 1..=rounds {
+        for (i, id) in ids.iter().enumerate() {
+            let step = round * 100 + i as i64;
+            let command = match (round + i as i64) % 5 {
+                0 => TaskCommand::Start(StartTask { at: at(step) }),
+                1 => TaskCommand::Pause(PauseTask { at: at(step) }),
+                2 => TaskCommand::Update(UpdateTask {
+                    changes: TaskChanges {
+                        title: Some(TaskTitle::parse(&format!("task {i} round {round}")).unwrap()),
+                        ..TaskChanges::default()
+                    },
+                    at: at(step),
+                }),
+                3 => TaskCommand::Complete(CompleteTask { actual_minutes: None, at: at(step) }),
+                _ => TaskCommand::Reopen(ReopenTask { at: at(step) }),
+            };
+            if let Ok(outcome) = store.execute(&owner, *id, &command, None, &meta()).await {
+                appended += u64::from(outcome.appended);
+            }
+        }
+    }
+    appended
+}
+
+/// What the event log implies: every task folded from its events.
+async fn fold_log(store: &EventStore, owner: &UserId, ids: &[TaskId]) -> HashMap<TaskId, TaskRecord> {
+    let mut expected = HashMap::new();
+    for id in ids {
+        let history = store.history(owner, *id).await.unwrap();
+        let position = history.last().map(|e| e.position).unwrap_or(0);
+        if let Some(task) = replay(history.iter().map(|e| &e.event)) {
+            expected.insert(*id, TaskRecord { task, position });
+        }
+    }
+    expected
+}
+
+async fn wait_for_checkpoint(pool: &PgPool, position: u64) {
+    for _ in 0..200 {
+        if checkpoint::load(pool, TASKS_PROJECTION).await.unwrap() >= position {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the projector did not reach position {position}");
+}
+
+#[tokio::test]
+async fn a_projector_aborted_mid_batch_and_restarted_matches_the_log_exactly() {
+    let world = world().await;
+    let owner = UserId::parse("erin").unwrap();
+    let writer = tokio::spawn(write_history(world.store.clone(), owner.clone(), 20, 12));
+
+    // Kill the projector at arbitrary moments while events keep arriving.
+    let mut kills = 0;
+    while !writer.is_finished() || kills < 5 {
+        let projector = new_projector(&world);
+        let running = tokio::spawn(async move { projector.run(CancellationToken::new()).await });
+        tokio::time::sleep(Duration::from_millis(7 + (kills * 13) % 40)).await;
+        running.abort();
+        let _ = running.await;
+        kills += 1;
+    }
+    let appended = writer.await.unwrap();
+    assert!(appended > 20, "the writer appended {appended} events");
+
+    let shutdown = CancellationToken::new();
+    let projector = new_projector(&world);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    let head = world.store.head_position().await.unwrap();
+    wait_for_checkpoint(&world.pool, head).await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    let ids: Vec<TaskId> = rows.keys().copied().collect();
+    assert_eq!(ids.len(), 20);
+    let expected = fold_log(&world.store, &owner, &ids).await;
+    // Versions count applied events: a doubled event would show as a higher version.
+    assert_eq!(rows, expected);
+    let total_versions: u64 = rows.values().map(|r| r.task.version).sum();
+    assert_eq!(total_versions, head, "every event in the stream applied exactly once");
+}
+
+#[tokio::test]
+async fn a_stopped_projector_commits_its_batch_and_resumes_where_it_left_off() {
+    let world = world().await;
+    let owner = UserId::parse("frank").unwrap();
+    write_history(world.store.clone(), owner.clone(), 5, 2).await;
+    let first_head = world.store.head_position().await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let projector = new_projector(&world);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    wait_for_checkpoint(&world.pool, first_head).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(checkpoint::load(&world.pool, TASKS_PROJECTION).await.unwrap(), first_head);
+
+    // More history while no projector runs; a new one starts from the checkpoint.
+    write_history(world.store.clone(), owner.clone(), 5, 2).await;
+    let head = world.store.head_position().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let projector = new_projector(&world);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    wait_for_checkpoint(&world.pool, head).await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    let ids: Vec<TaskId> = rows.keys().copied().collect();
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows, fold_log(&world.store, &owner, &ids).await);
+}
+
+#[tokio::test]
+async fn a_second_projector_racing_on_the_checkpoint_cannot_apply_a_batch_twice() {
+    let world = world().await;
+    let owner = UserId::parse("grace").unwrap();
+    write_history(world.store.clone(), owner.clone(), 8, 3).await;
+    let head = world.store.head_position().await.unwrap();
+
+    // Two projectors on the same checkpoint at once: the compare-and-set lets one win each
+    // batch; the other fails its commit and resumes from the new checkpoint.
+    let shutdown = CancellationToken::new();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let projector = new_projector(&world);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { projector.run(shutdown).await })
+        })
+        .collect();
+    wait_for_checkpoint(&world.pool, head).await;
+    shutdown.cancel();
+    for run in runs {
+        run.await.unwrap();
+    }
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    let total_versions: u64 = rows.values().map(|r| r.task.version).sum();
+    assert_eq!(total_versions, head);
+}

@@ -1,0 +1,183 @@
+//! The Prometheus metrics of one taskmaster process.
+//!
+//! A registry per process instead of a global recorder: tests start several applications in
+//! one process and each must count only its own traffic.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Method, e.g. `POST`.
+    pub method: String,
+    /// The route template, e.g. `/v1/tasks/{id}` (never the raw path: bounded cardinality).
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of an HTTP latency observation.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
+/// Labels of a command execution.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// The command, e.g. `CreateTask`.
+    pub command: &'static str,
+    /// `appended`, `unchanged`, `rejected`, `conflict` or `unavailable`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a projection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabels {
+    /// The projection, e.g. `tasks`.
+    pub projection: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric of the process, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Request latency by method and route.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    /// Commands by type and outcome.
+    pub commands: Family<CommandLabels, Counter>,
+    /// The stream sequence each projection has applied (its checkpoint).
+    pub projection_position: Family<ProjectionLabels, Gauge>,
+    /// Events in the stream that each projection has not applied yet.
+    pub projection_lag: Family<ProjectionLabels, Gauge>,
+    /// Events applied by each projection.
+    pub projection_events: Family<ProjectionLabels, Counter>,
+    /// Events each projection could not decode and skipped.
+    pub projection_skipped: Family<ProjectionLabels, Counter>,
+    /// Duration of each projection batch transaction.
+    pub projection_batch_duration: Family<ProjectionLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("taskmaster");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let commands = Family::<CommandLabels, Counter>::default();
+        let projection_position = Family::<ProjectionLabels, Gauge>::default();
+        let projection_lag = Family::<ProjectionLabels, Gauge>::default();
+        let projection_events = Family::<ProjectionLabels, Counter>::default();
+        let projection_skipped = Family::<ProjectionLabels, Counter>::default();
+        let projection_batch_duration =
+            Family::<ProjectionLabels, Histogram>::new_with_constructor(
+                latency_histogram as fn() -> _,
+            );
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            http_duration.clone(),
+        );
+        registry.register(
+            "commands",
+            "Commands by type and outcome",
+            commands.clone(),
+        );
+        registry.register(
+            "projection_position",
+            "Stream sequence applied by the projection (its checkpoint)",
+            projection_position.clone(),
+        );
+        registry.register(
+            "projection_lag_events",
+            "Events in the stream not yet applied by the projection",
+            projection_lag.clone(),
+        );
+        registry.register(
+            "projection_events",
+            "Events applied by the projection",
+            projection_events.clone(),
+        );
+        registry.register(
+            "projection_skipped_events",
+            "Events the projection could not decode and skipped",
+            projection_skipped.clone(),
+        );
+        registry.register(
+            "projection_batch_duration_seconds",
+            "Duration of a projection batch transaction",
+            projection_batch_duration.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            commands,
+            projection_position,
+            projection_lag,
+            projection_events,
+            projection_skipped,
+            projection_batch_duration,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family_under_the_taskmaster_prefix() {
+        let metrics = Metrics::new();
+        metrics
+            .commands
+            .get_or_create(&CommandLabels {
+                command: "CreateTask",
+                outcome: "appended",
+            })
+            .inc();
+        metrics
+            .projection_position
+            .get_or_create(&ProjectionLabels { projection: "tasks" })
+            .set(7);
+        let text = metrics.encode();
+        assert!(text.contains(r#"taskmaster_commands_total{command="CreateTask",outcome="appended"} 1"#), "{text}");
+        assert!(text.contains(r#"taskmaster_projection_position{projection="tasks"} 7"#), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
