@@ -1,0 +1,142 @@
+//! The HTTP API of taskmaster: a thin axum layer that turns requests into domain commands
+//! (executed by the event store) and answers queries from the read model.
+//!
+//! # Layout
+//! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
+//! - [`pending`]: endpoints of the contract that later releases fill in (501 until then).
+//! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
+//! - [`auth`]: bearer JWT verification and minting of development tokens.
+//! - [`extract`]: extractors that fail with problem+json (JSON bodies, command headers,
+//!   `Tm-Min-Position`).
+//! - [`problem`]: [`ApiError`], the one error type, answered as `application/problem+json`.
+//! - [`health`], [`middleware`], [`state`]: readiness probes, request observation, shared state.
+//!
+//! The router and the OpenAPI document come from the same registrations (utoipa-axum), so the
+//! document cannot list a route that is not served, or miss one that is.
+
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod ops;
+pub mod pending;
+pub mod problem;
+pub mod state;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use telemetry::Metrics;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use problem::ApiError;
+pub use state::{ApiConfig, AppState, OpsState};
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "taskmaster",
+        description = "Event-sourced task manager. Commands answer `{id, version, position}`; \
+                       send `position` as `Tm-Min-Position` to read your own writes, and `version` \
+                       as `If-Match` to guard against concurrent changes. Errors are \
+                       `application/problem+json`. Unknown JSON fields are refused with 422."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "commands", description = "Changes to tasks; each appends at most one event"),
+        (name = "queries", description = "Reads from the read model and the event log"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(tasks::router())
+        .merge(pending::router())
+}
+
+/// The complete OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut spec) = api_routes().split_for_parts();
+    let (_, ops) = ops::router().split_for_parts();
+    spec.merge(ops);
+    spec
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = ApiError::BadRequest("method not allowed on this endpoint".into()).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("a request handler panicked".into()).into_response()
+}
+
+/// The HTTP router of one process: the operational endpoints always, the task endpoints when
+/// the process runs the `api` role (`app` is `Some`).
+pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
+    let (api_router, mut spec) = api_routes().split_for_parts();
+    let (ops_router, ops_spec) = ops::router().split_for_parts();
+    spec.merge(ops_spec);
+    let openapi = Arc::new(spec.to_pretty_json().unwrap_or_default());
+    let metrics = ops.metrics.clone();
+    let mut router = ops_router.with_state(OpsState {
+        metrics: ops.metrics,
+        health: ops.health,
+        openapi,
+    });
+    if let Some(app) = app {
+        router = router.merge(api_router.with_state(app));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            middleware::observe,
+        ))
+        .layer(CatchPanicLayer::custom(panic_answer))
+}
+
+/// What the operational endpoints need.
+#[derive(Debug, Clone)]
+pub struct OpsStateParts {
+    /// Metrics of the process.
+    pub metrics: Arc<Metrics>,
+    /// Readiness probes.
+    pub health: Arc<health::HealthProbes>,
+}

@@ -1,0 +1,299 @@
+//! The one error type of the API, answered as `application/problem+json` (RFC 9457).
+//!
+//! Infrastructure failures are logged with their cause and answered with a generic detail;
+//! the client learns which dependency is down (so it can retry), never internal messages.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::{FieldError, TaskError};
+use eventstore::StoreError;
+use projections::ProjectionError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct InvalidField {
+    /// The JSON field (or query parameter) name, e.g. `title`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl From<FieldError> for InvalidField {
+    fn from(error: FieldError) -> Self {
+        Self {
+            field: error.field.to_owned(),
+            message: error.message.into_owned(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document, as sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/validation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// The invalid fields (422 only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<InvalidField>,
+    /// The task's current version (version conflicts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// The position the read model has reached (504 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_position: Option<u64>,
+    /// The position the request asked for (504 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_position: Option<u64>,
+    /// How many events the read model is behind (504 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind_by: Option<u64>,
+    /// The dependency that is down (503 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<&'static str>,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, bad header, bad parameter syntax).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 401: no token, or one that is forged, expired or not yet valid.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// 404: no such task, or someone else's.
+    #[error("not found")]
+    NotFound,
+    /// 409: the task's state refuses the command.
+    #[error("state conflict: {0}")]
+    StateConflict(TaskError),
+    /// 409: `If-Match` named another version, or a concurrent writer won.
+    #[error("version conflict")]
+    VersionConflict {
+        /// The task's current version, when known.
+        current_version: Option<u64>,
+        /// Explanation.
+        detail: String,
+    },
+    /// 413: the body is over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 422: fields that fail validation.
+    #[error("invalid fields")]
+    Validation(Vec<InvalidField>),
+    /// 501: the endpoint is part of the contract but not built yet.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// 503: a dependency is down; retry later.
+    #[error("{dependency} unavailable: {cause}")]
+    Unavailable {
+        /// `nats` or `postgres`.
+        dependency: &'static str,
+        /// The cause, for the log only.
+        cause: String,
+    },
+    /// 504: the read model did not reach the requested position in time.
+    #[error("read model behind")]
+    ReadModelBehind {
+        /// What the client asked for.
+        requested: u64,
+        /// What the read model has.
+        current: u64,
+    },
+    /// 500: a bug or corrupt data; logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// One invalid field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![InvalidField {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::StateConflict(_) | ApiError::VersionConflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ReadModelBehind { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let status = self.status().as_u16();
+        let problem = |kind: &str, title: &'static str, detail: String| Problem {
+            kind: format!("/problems/{kind}"),
+            title,
+            status,
+            detail,
+            errors: Vec::new(),
+            current_version: None,
+            current_position: None,
+            requested_position: None,
+            behind_by: None,
+            dependency: None,
+        };
+        match self {
+            ApiError::BadRequest(detail) => problem("malformed-request", "Malformed request", detail.clone()),
+            ApiError::Unauthorized(detail) => problem("unauthorized", "Unauthorized", detail.clone()),
+            ApiError::NotFound => problem("not-found", "Not found", "no such task".into()),
+            ApiError::StateConflict(error) => {
+                problem("state-conflict", "The task's state refuses this command", format!("{error}"))
+            }
+            ApiError::VersionConflict { current_version, detail } => Problem {
+                current_version: *current_version,
+                ..problem("version-conflict", "Version conflict", detail.clone())
+            },
+            ApiError::PayloadTooLarge => problem(
+                "payload-too-large",
+                "Payload too large",
+                "the request body is larger than 1 MiB".into(),
+            ),
+            ApiError::UnsupportedMediaType => problem(
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as application/json".into(),
+            ),
+            ApiError::Validation(errors) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Problem {
+                    errors: errors.clone(),
+                    ..problem(
+                        "validation",
+                        "Invalid fields",
+                        if detail.is_empty() { format!("invalid: {}", fields.join(", ")) } else { detail },
+                    )
+                }
+            }
+            ApiError::NotImplemented(what) => problem(
+                "not-implemented",
+                "Not implemented yet",
+                format!("{what} is part of the API contract but not available in this release"),
+            ),
+            ApiError::Unavailable { dependency, .. } => Problem {
+                dependency: Some(dependency),
+                ..problem(
+                    "dependency-unavailable",
+                    "A dependency is unavailable",
+                    format!("{dependency} is unavailable; retry shortly"),
+                )
+            },
+            ApiError::ReadModelBehind { requested, current } => Problem {
+                current_position: Some(*current),
+                requested_position: Some(*requested),
+                behind_by: Some(requested.saturating_sub(*current)),
+                ..problem(
+                    "read-model-behind",
+                    "The read model has not caught up",
+                    format!(
+                        "the read model is at position {current}, {} events behind the requested position {requested}; retry shortly",
+                        requested.saturating_sub(*current)
+                    ),
+                )
+            },
+            ApiError::Internal(_) => problem(
+                "internal",
+                "Internal error",
+                "something went wrong on our side; it has been logged".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable { dependency, cause } => {
+                tracing::warn!(dependency, %cause, "dependency unavailable")
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable { .. } | ApiError::ReadModelBehind { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Rejected(TaskError::NotFound) => ApiError::NotFound,
+            StoreError::Rejected(refusal) => ApiError::StateConflict(refusal),
+            StoreError::VersionConflict { expected, actual } => ApiError::VersionConflict {
+                current_version: Some(actual),
+                detail: format!("If-Match named version {expected}, the task is at version {actual}"),
+            },
+            StoreError::Concurrency => ApiError::VersionConflict {
+                current_version: None,
+                detail: "the task changed concurrently; read it again and retry".into(),
+            },
+            StoreError::Unavailable(cause) => ApiError::Unavailable {
+                dependency: "nats",
+                cause,
+            },
+            other @ (StoreError::Corrupt { .. } | StoreError::Config(_)) => {
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(error: ProjectionError) -> Self {
+        match error {
+            ProjectionError::InvalidCursor => {
+                ApiError::BadRequest("cursor is invalid or was issued for another sort".into())
+            }
+            ProjectionError::Database(cause) => ApiError::Unavailable {
+                dependency: "postgres",
+                cause: cause.to_string(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

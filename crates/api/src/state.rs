@@ -1,0 +1,69 @@
+//! Shared state of the HTTP handlers. Built once by the application and cloned per request
+//! (every field is a cheap handle).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use eventstore::EventStore;
+use projections::PositionWatch;
+use sqlx::PgPool;
+use telemetry::Metrics;
+
+use crate::auth::TokenVerifier;
+use crate::health::HealthProbes;
+
+/// Limits and timeouts of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long a query with `Tm-Min-Position` waits for the read model before answering 504.
+    pub read_wait_timeout: Duration,
+    /// Largest page a list may ask for.
+    pub max_page_size: u32,
+    /// Page size when the client does not ask.
+    pub default_page_size: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            read_wait_timeout: Duration::from_secs(5),
+            max_page_size: 200,
+            default_page_size: 50,
+        }
+    }
+}
+
+/// State of the task endpoints.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Where commands go.
+    pub store: Arc<EventStore>,
+    /// Where queries read.
+    pub read_pool: PgPool,
+    /// The read model's position, for `Tm-Min-Position`.
+    pub positions: PositionWatch,
+    /// Bearer token verification.
+    pub verifier: Arc<TokenVerifier>,
+    /// Metrics of the process.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timeouts.
+    pub config: Arc<ApiConfig>,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// State of the operational endpoints, which every role serves.
+#[derive(Debug, Clone)]
+pub struct OpsState {
+    /// Metrics of the process.
+    pub metrics: Arc<Metrics>,
+    /// Readiness checks of the dependencies.
+    pub health: Arc<HealthProbes>,
+    /// The OpenAPI document, rendered once.
+    pub openapi: Arc<String>,
+}

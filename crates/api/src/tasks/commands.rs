@@ -1,0 +1,276 @@
+//! Command endpoints: each turns a request into one domain command, executes it through the
+//! event store and answers `{ id, version, position }`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use domain::{
+    ArchiveTask, CompleteTask, CreateTask, EffortMinutes, PauseTask, ReopenTask, StartTask,
+    TaskCommand, TaskId, UpdateTask, UserId,
+};
+use eventstore::{CommandMeta, CommandOutcome, StoreError};
+use telemetry::metrics::CommandLabels;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+use crate::tasks::dto::{CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest};
+
+/// Namespace of the ids derived from idempotency keys (UUID v5), fixed forever.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d0f_4f0c_2b6e_4a43_9a57_3c2b_8e1f_0a11);
+
+/// The id of a task created with an idempotency key: derived from the owner and the key, so a
+/// retried create addresses the same task (and the same subject) as the first attempt.
+fn derived_task_id(owner: &UserId, key: &str) -> TaskId {
+    TaskId(Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("task\n{owner}\n{key}").as_bytes(),
+    ))
+}
+
+/// The command id: derived from the owner, the command, the task and the client's key when
+/// there is one (scoped so two users, or two endpoints, never collide on the same key), else
+/// fresh.
+fn command_id(owner: &UserId, command: &TaskCommand, task: TaskId, key: Option<&str>) -> String {
+    match key {
+        Some(key) => Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{owner}\n{}\n{task}\n{key}", command.name()).as_bytes(),
+        )
+        .to_string(),
+        None => Uuid::now_v7().to_string(),
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    owner: &UserId,
+    task_id: TaskId,
+    command: TaskCommand,
+    headers: &CommandHeaders,
+) -> Result<CommandOutcome, ApiError> {
+    let meta = CommandMeta {
+        command_id: command_id(owner, &command, task_id, headers.idempotency_key.as_deref()),
+        correlation_id: headers.correlation_id.clone(),
+        traceparent: Some(telemetry::trace_context::traceparent_for_event(
+            headers.traceparent.as_deref(),
+        )),
+        client_supplied_id: headers.idempotency_key.is_some(),
+    };
+    let result = state
+        .store
+        .execute(owner, task_id, &command, headers.if_match, &meta)
+        .await;
+    let outcome = match &result {
+        Ok(o) if o.appended => "appended",
+        Ok(_) => "unchanged",
+        Err(StoreError::Rejected(_)) => "rejected",
+        Err(StoreError::VersionConflict { .. } | StoreError::Concurrency) => "conflict",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
+    state
+        .metrics
+        .commands
+        .get_or_create(&CommandLabels {
+            command: command.name(),
+            outcome,
+        })
+        .inc();
+    Ok(result?)
+}
+
+type CommandAnswer = (StatusCode, HeaderMap, Json<CommandResponse>);
+
+fn answer(status: StatusCode, outcome: CommandOutcome) -> CommandAnswer {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", outcome.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    if status == StatusCode::CREATED {
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/tasks/{}", outcome.task_id)) {
+            headers.insert(header::LOCATION, location);
+        }
+    }
+    (
+        status,
+        headers,
+        Json(CommandResponse {
+            id: outcome.task_id.0,
+            version: outcome.version,
+            position: outcome.position,
+        }),
+    )
+}
+
+/// Parses the `{id}` of a task path.
+pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(raw).map_err(|_| ApiError::BadRequest("the task id must be a UUID".into()))
+}
+
+/// Create a task.
+#[utoipa::path(
+    post, path = "/v1/tasks", tag = "commands",
+    request_body = CreateTaskRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key create one task and get the same answer (1 to 255 characters)"),
+        ("Tm-Correlation-Id" = Option<String>, Header, description = "Correlates the events this request causes"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_task(
+    State(state): State<AppState>,
+    AuthUser(owner): AuthUser,
+    headers: CommandHeaders,
+    JsonBody(body): JsonBody<CreateTaskRequest>,
+) -> Result<CommandAnswer, ApiError> {
+    let new = body.validate()?;
+    let task_id = match &headers.idempotency_key {
+        Some(key) => derived_task_id(&owner, key),
+        None => TaskId(Uuid::now_v7()),
+    };
+    let command = TaskCommand::Create(CreateTask {
+        task_id,
+        owner: owner.clone(),
+        title: new.title,
+        description: new.description,
+        priority: new.priority,
+        due_at: new.due_at,
+        estimate_minutes: new.estimate_minutes,
+        tags: new.tags,
+        at: Utc::now(),
+    });
+    let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+    Ok(answer(StatusCode::CREATED, outcome))
+}
+
+/// Change some fields of a task.
+#[utoipa::path(
+    patch, path = "/v1/tasks/{id}", tag = "commands",
+    request_body = UpdateTaskRequest,
+    params(
+        ("id" = Uuid, Path, description = "Task id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+    ),
+    responses(
+        (status = 200, description = "Updated (or nothing to change)", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_task(
+    State(state): State<AppState>,
+    AuthUser(owner): AuthUser,
+    Path(id): Path<String>,
+    headers: CommandHeaders,
+    JsonBody(body): JsonBody<UpdateTaskRequest>,
+) -> Result<CommandAnswer, ApiError> {
+    let task_id = task_id(&id)?;
+    let changes = body.validate()?;
+    let command = TaskCommand::Update(UpdateTask {
+        changes,
+        at: Utc::now(),
+    });
+    let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+    Ok(answer(StatusCode::OK, outcome))
+}
+
+macro_rules! transition {
+    ($name:ident, $path:literal, $summary:literal, $variant:ident, $command:ident) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post, path = $path, tag = "commands",
+            params(
+                ("id" = Uuid, Path, description = "Task id"),
+                ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
+                ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+            ),
+            responses(
+                (status = 200, description = "Done", body = CommandResponse),
+                (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+                (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+                (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            AuthUser(owner): AuthUser,
+            Path(id): Path<String>,
+            headers: CommandHeaders,
+        ) -> Result<CommandAnswer, ApiError> {
+            let task_id = task_id(&id)?;
+            let command = TaskCommand::$variant($command { at: Utc::now() });
+            let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+            Ok(answer(StatusCode::OK, outcome))
+        }
+    };
+}
+
+transition!(start_task, "/v1/tasks/{id}/start", "Start (or resume) work on a task.", Start, StartTask);
+transition!(pause_task, "/v1/tasks/{id}/pause", "Pause work on a task.", Pause, PauseTask);
+transition!(reopen_task, "/v1/tasks/{id}/reopen", "Reopen a completed task.", Reopen, ReopenTask);
+transition!(archive_task, "/v1/tasks/{id}/archive", "Archive a task; it refuses changes afterwards.", Archive, ArchiveTask);
+
+/// Complete a task.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/complete", tag = "commands",
+    request_body(content = Option<CompleteTaskRequest>, description = "Optional; without `actual_minutes` the effort is derived from tracked time"),
+    params(
+        ("id" = Uuid, Path, description = "Task id"),
+        ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+    ),
+    responses(
+        (status = 200, description = "Completed", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete_task(
+    State(state): State<AppState>,
+    AuthUser(owner): AuthUser,
+    Path(id): Path<String>,
+    headers: CommandHeaders,
+    OptionalJsonBody(body): OptionalJsonBody<CompleteTaskRequest>,
+) -> Result<CommandAnswer, ApiError> {
+    let task_id = task_id(&id)?;
+    let actual_minutes = body
+        .actual_minutes
+        .map(|m| EffortMinutes::parse(m, "actual_minutes"))
+        .transpose()
+        .map_err(|e| ApiError::Validation(vec![e.into()]))?;
+    let command = TaskCommand::Complete(CompleteTask {
+        actual_minutes,
+        at: Utc::now(),
+    });
+    let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+    Ok(answer(StatusCode::OK, outcome))
+}

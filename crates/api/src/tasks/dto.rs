@@ -1,0 +1,358 @@
+//! The JSON shapes of the task endpoints, with their OpenAPI schemas and limits.
+
+use chrono::{DateTime, Utc};
+use domain::{
+    Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle,
+};
+use eventstore::RecordedEvent;
+use projections::task_rows::TaskRecord;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::problem::{ApiError, InvalidField};
+
+/// The priority names.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PriorityName {
+    /// Can wait.
+    Low,
+    /// The usual.
+    Medium,
+    /// Soon.
+    High,
+    /// Now.
+    Urgent,
+}
+
+/// The status names.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum StatusName {
+    /// Not being worked on.
+    Open,
+    /// Being worked on.
+    InProgress,
+    /// Started, not being worked on now.
+    Paused,
+    /// Done.
+    Completed,
+    /// Put away.
+    Archived,
+}
+
+/// A new task. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    /// 1 to 200 characters after trimming; no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "Write the quarterly report")]
+    pub title: String,
+    /// At most 10,000 characters.
+    #[schema(max_length = 10000)]
+    pub description: Option<String>,
+    /// low, medium, high or urgent.
+    #[schema(value_type = Option<PriorityName>)]
+    pub priority: Option<String>,
+    /// RFC 3339 instant between the years 1970 and 9999.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The owner's estimate, 1 to 100,000 minutes.
+    #[schema(minimum = 1, maximum = 100000)]
+    pub estimate_minutes: Option<i64>,
+    /// At most 20 tags of 1 to 32 characters; duplicates are dropped.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub tags: Vec<String>,
+}
+
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Changes to a task: absent fields stay as they are, `null` clears an optional field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTaskRequest {
+    /// New title (cannot be cleared).
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: Option<String>,
+    /// New description, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 10000)]
+    pub description: Option<Option<String>>,
+    /// New priority, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<PriorityName>)]
+    pub priority: Option<Option<String>>,
+    /// New due date, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    /// New estimate, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
+    pub estimate_minutes: Option<Option<i64>>,
+    /// The complete new tag list.
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Completion details; the body may be omitted.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTaskRequest {
+    /// The effort it took, 1 to 100,000 minutes; derived from tracked time when absent.
+    #[schema(minimum = 1, maximum = 100000)]
+    pub actual_minutes: Option<i64>,
+}
+
+/// Collects every field error instead of stopping at the first.
+#[derive(Default)]
+pub(crate) struct Checks(Vec<InvalidField>);
+
+impl Checks {
+    pub(crate) fn take<T>(&mut self, result: Result<T, domain::FieldError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.0.push(error.into());
+                None
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}
+
+/// The validated fields of a create.
+pub(crate) struct NewTask {
+    pub title: TaskTitle,
+    pub description: Option<Description>,
+    pub priority: Option<Priority>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub estimate_minutes: Option<EffortMinutes>,
+    pub tags: Vec<Tag>,
+}
+
+impl CreateTaskRequest {
+    pub(crate) fn validate(self) -> Result<NewTask, ApiError> {
+        let mut checks = Checks::default();
+        let title = checks.take(TaskTitle::parse(&self.title));
+        let description = match &self.description {
+            Some(d) => checks.take(Description::parse(d)).flatten(),
+            None => None,
+        };
+        let priority = self
+            .priority
+            .as_deref()
+            .and_then(|p| checks.take(Priority::parse(p)));
+        let due_at = self.due_at.and_then(|d| checks.take(DueAt::parse(d)));
+        let estimate_minutes = self
+            .estimate_minutes
+            .and_then(|m| checks.take(EffortMinutes::parse(m, "estimate_minutes")));
+        let tags = checks.take(Tag::parse_list(&self.tags));
+        checks.finish()?;
+        match (title, tags) {
+            (Some(title), Some(tags)) => Ok(NewTask {
+                title,
+                description,
+                priority,
+                due_at,
+                estimate_minutes,
+                tags,
+            }),
+            _ => Err(ApiError::field("title", "invalid")),
+        }
+    }
+}
+
+impl UpdateTaskRequest {
+    pub(crate) fn validate(self) -> Result<TaskChanges, ApiError> {
+        let mut checks = Checks::default();
+        let changes = TaskChanges {
+            title: self
+                .title
+                .as_deref()
+                .and_then(|t| checks.take(TaskTitle::parse(t))),
+            description: match self.description {
+                Some(Some(d)) => checks.take(Description::parse(&d)),
+                Some(None) => Some(None),
+                None => None,
+            },
+            priority: match self.priority {
+                Some(Some(p)) => checks.take(Priority::parse(&p)).map(Some),
+                Some(None) => Some(None),
+                None => None,
+            },
+            due_at: match self.due_at {
+                Some(Some(d)) => checks.take(DueAt::parse(d)).map(Some),
+                Some(None) => Some(None),
+                None => None,
+            },
+            estimate_minutes: match self.estimate_minutes {
+                Some(Some(m)) => checks
+                    .take(EffortMinutes::parse(m, "estimate_minutes"))
+                    .map(Some),
+                Some(None) => Some(None),
+                None => None,
+            },
+            tags: self
+                .tags
+                .as_deref()
+                .and_then(|t| checks.take(Tag::parse_list(t))),
+        };
+        checks.finish()?;
+        Ok(changes)
+    }
+}
+
+/// The answer to every command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandResponse {
+    /// The task.
+    pub id: Uuid,
+    /// The task's version after the command; send it as `If-Match` to guard the next one.
+    pub version: u64,
+    /// The stream position of the command's event; send it as `Tm-Min-Position` to read your
+    /// own write.
+    pub position: u64,
+}
+
+/// A task as the read model holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskResponse {
+    /// Id.
+    pub id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Priority.
+    #[schema(value_type = Option<PriorityName>)]
+    pub priority: Option<&'static str>,
+    /// Due date.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The owner's estimate.
+    pub estimate_minutes: Option<u32>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Status.
+    #[schema(value_type = StatusName)]
+    pub status: &'static str,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last change.
+    pub updated_at: DateTime<Utc>,
+    /// Start of the running work session, while in progress.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Seconds tracked in finished work sessions.
+    pub tracked_seconds: i64,
+    /// Completion time.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Actual effort, set on completion.
+    pub actual_minutes: Option<u32>,
+    /// Archive time.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Number of events so far; the `If-Match` value.
+    pub version: u64,
+    /// Stream position of the task's last event.
+    pub position: u64,
+    /// Predicted effort and priority (from the learning workers; `null` until they run).
+    #[schema(value_type = Option<Object>)]
+    pub prediction: Option<serde_json::Value>,
+}
+
+impl From<TaskRecord> for TaskResponse {
+    fn from(record: TaskRecord) -> Self {
+        let task = record.task;
+        TaskResponse {
+            id: task.id.0,
+            title: task.title.as_str().to_owned(),
+            description: task.description.map(|d| d.as_str().to_owned()),
+            priority: task.priority.map(Priority::as_str),
+            due_at: task.due_at,
+            estimate_minutes: task.estimate_minutes.map(EffortMinutes::get),
+            tags: task.tags.iter().map(|t| t.as_str().to_owned()).collect(),
+            status: task.status.as_str(),
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            started_at: task.started_at,
+            tracked_seconds: task.tracked_seconds,
+            completed_at: task.completed_at,
+            actual_minutes: task.actual_minutes.map(EffortMinutes::get),
+            archived_at: task.archived_at,
+            version: task.version,
+            position: record.position,
+            prediction: None,
+        }
+    }
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// The tasks.
+    pub items: Vec<TaskResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One event of a task's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEvent {
+    /// Stream position.
+    pub position: u64,
+    /// The task's version after this event.
+    pub version: u64,
+    /// Event type, e.g. `TaskCreated`.
+    pub event_type: String,
+    /// Payload version as stored.
+    pub event_version: u32,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// The command that caused it.
+    pub command_id: Option<String>,
+    /// The request it belongs to.
+    pub correlation_id: Option<String>,
+    /// The payload, upcast to the current version (see `events/`).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl HistoryEvent {
+    pub(crate) fn new(version: u64, recorded: RecordedEvent) -> Self {
+        HistoryEvent {
+            position: recorded.position,
+            version,
+            event_type: recorded.event.event_type().to_owned(),
+            event_version: recorded.event_version,
+            occurred_at: recorded.event.occurred_at(),
+            recorded_at: recorded.recorded_at,
+            command_id: recorded.command_id,
+            correlation_id: recorded.correlation_id,
+            data: serde_json::from_slice(&recorded.event.encode()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A task's events, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskHistory {
+    /// The events.
+    pub items: Vec<HistoryEvent>,
+}
