@@ -61,8 +61,8 @@ impl TokenVerifier {
 
     /// The user a token speaks for.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired",
@@ -73,10 +73,10 @@ impl TokenVerifier {
                     _ => "the token is malformed",
                 };
                 ApiError::Unauthorized(why.into())
-            },
-        )?;
-        UserId::parse(&data.claims.sub)
-            .map_err(|_| ApiError::Unauthorized("the token's subject is not a valid user id".into()))
+            })?;
+        UserId::parse(&data.claims.sub).map_err(|_| {
+            ApiError::Unauthorized("the token's subject is not a valid user id".into())
+        })
     }
 }
 
@@ -122,7 +122,9 @@ where
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
+            })?;
         let verifier = Arc::<TokenVerifier>::from_ref(state);
         verifier.verify(token).map(AuthUser)
     }

@@ -49,13 +49,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     check_content_type(request.headers())?;
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest(format!("could not read the body: {}", rejection.body_text()))
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!(
+                    "could not read the body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })
 }
 
 /// The field named in serde's "missing field `x`" / "unknown field `x`" messages.
@@ -75,7 +80,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let field = if path == "." {
-                    if message.starts_with("missing field") || message.starts_with("unknown field") {
+                    if message.starts_with("missing field") || message.starts_with("unknown field")
+                    {
                         quoted_field(&message).map(str::to_owned)
                     } else {
                         None
@@ -88,7 +94,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                         let message = message.split(" at line ").next().unwrap_or(&message);
                         ApiError::field(&field, message)
                     }
-                    None => ApiError::BadRequest(format!("the body must be a JSON object: {message}")),
+                    None => {
+                        ApiError::BadRequest(format!("the body must be a JSON object: {message}"))
+                    }
                 }
             }
             _ => ApiError::BadRequest(format!("malformed JSON: {message}")),
@@ -161,10 +169,7 @@ pub fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
     if value == "*" {
         return Ok(None);
     }
-    let unquoted = value
-        .strip_prefix("W/")
-        .unwrap_or(value)
-        .trim_matches('"');
+    let unquoted = value.strip_prefix("W/").unwrap_or(value).trim_matches('"');
     unquoted
         .parse::<u64>()
         .map(Some)
@@ -218,9 +223,13 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match header_str(&parts.headers, MIN_POSITION)? {
             None => Ok(MinPosition(None)),
-            Some(value) => value.trim().parse().map(|p| MinPosition(Some(p))).map_err(|_| {
-                ApiError::BadRequest("Tm-Min-Position must be a non-negative integer".into())
-            }),
+            Some(value) => value
+                .trim()
+                .parse()
+                .map(|p| MinPosition(Some(p)))
+                .map_err(|_| {
+                    ApiError::BadRequest("Tm-Min-Position must be a non-negative integer".into())
+                }),
         }
     }
 }

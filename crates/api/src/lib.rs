@@ -96,7 +96,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = ApiError::BadRequest("method not allowed on this endpoint".into()).into_response();
+    let mut response =
+        ApiError::BadRequest("method not allowed on this endpoint".into()).into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }

@@ -266,7 +266,9 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(refusal) => ApiError::StateConflict(refusal),
             StoreError::VersionConflict { expected, actual } => ApiError::VersionConflict {
                 current_version: Some(actual),
-                detail: format!("If-Match named version {expected}, the task is at version {actual}"),
+                detail: format!(
+                    "If-Match named version {expected}, the task is at version {actual}"
+                ),
             },
             StoreError::Concurrency => ApiError::VersionConflict {
                 current_version: None,

@@ -41,7 +41,9 @@ impl std::fmt::Display for TaskId {
 /// The owner of a task: the authenticated subject. It becomes a token of the NATS subject
 /// `tasks.events.<owner>.<task>`, so it is restricted to characters that are safe there
 /// (no `.`, `*`, `>` or whitespace).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct UserId(#[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] String);
 
@@ -154,7 +156,9 @@ impl Description {
 }
 
 /// One tag: 1..=32 characters after trimming, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Tag(#[schemars(length(min = 1, max = 32))] String);
 
@@ -216,7 +220,10 @@ impl EffortMinutes {
         if (1..=i64::from(Self::MAX)).contains(&minutes) {
             Ok(Self(minutes as u32))
         } else {
-            Err(FieldError::new(field, "must be between 1 and 100000 minutes"))
+            Err(FieldError::new(
+                field,
+                "must be between 1 and 100000 minutes",
+            ))
         }
     }
 

@@ -444,8 +444,10 @@ fn arb_changes() -> impl Strategy<Value = TaskChanges> {
 fn arb_command() -> impl Strategy<Value = TaskCommand> {
     let at = -5i64..600;
     prop_oneof![
-        at.clone()
-            .prop_map(|m| TaskCommand::Create(CreateTask { at: t(m), ..create_command() })),
+        at.clone().prop_map(|m| TaskCommand::Create(CreateTask {
+            at: t(m),
+            ..create_command()
+        })),
         (arb_changes(), at.clone()).prop_map(|(c, m)| update(c, m)),
         at.clone().prop_map(start),
         at.clone().prop_map(pause),

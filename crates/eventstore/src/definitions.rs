@@ -58,8 +58,8 @@ mod tests {
 
     #[test]
     fn the_checked_in_definition_parses_and_keeps_its_guarantees() {
-        let config = tasks_stream_config(&Naming::new("t1").unwrap(), StreamOptions::default())
-            .unwrap();
+        let config =
+            tasks_stream_config(&Naming::new("t1").unwrap(), StreamOptions::default()).unwrap();
         assert_eq!(config.name, "t1_TASKS");
         assert_eq!(config.subjects, vec!["t1.tasks.events.>".to_owned()]);
         assert!(config.allow_direct, "state loading relies on direct gets");

@@ -77,7 +77,9 @@ impl Naming {
 
     /// Splits a task subject into its owner and task id.
     pub fn parse_subject(&self, subject: &str) -> Option<(UserId, TaskId)> {
-        let rest = subject.strip_prefix(&self.subject_root)?.strip_prefix('.')?;
+        let rest = subject
+            .strip_prefix(&self.subject_root)?
+            .strip_prefix('.')?;
         let (owner, task) = rest.split_once('.')?;
         Some((UserId::parse(owner).ok()?, TaskId::parse(task).ok()?))
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use domain::*;
 use eventstore::store::StoreOptions;
-use eventstore::{apply_stream_definitions, CommandMeta, EventStore, Naming, StoreError, StreamOptions};
+use eventstore::{
+    apply_stream_definitions, CommandMeta, EventStore, Naming, StoreError, StreamOptions,
+};
 use futures::StreamExt;
 use testkit::NatsScope;
 
@@ -65,7 +67,10 @@ async fn an_append_with_a_stale_expected_version_is_a_version_conflict() {
     let owner = UserId::parse("alice").unwrap();
     let id = TaskId(uuid::Uuid::now_v7());
 
-    let created = store.execute(&owner, id, &create(&owner, id), None, &meta()).await.unwrap();
+    let created = store
+        .execute(&owner, id, &create(&owner, id), None, &meta())
+        .await
+        .unwrap();
     assert_eq!((created.version, created.appended), (1, true));
     let updated = store
         .execute(&owner, id, &retitle("Ship it", 1), Some(1), &meta())
@@ -79,7 +84,10 @@ async fn an_append_with_a_stale_expected_version_is_a_version_conflict() {
         .await;
     assert!(matches!(
         stale,
-        Err(StoreError::VersionConflict { expected: 1, actual: 2 })
+        Err(StoreError::VersionConflict {
+            expected: 1,
+            actual: 2
+        })
     ));
 }
 
@@ -89,23 +97,41 @@ async fn a_repeated_command_id_appends_once_and_answers_the_same() {
     let store = open_store(&scope).await;
     let owner = UserId::parse("bob").unwrap();
     let id = TaskId(uuid::Uuid::now_v7());
-    store.execute(&owner, id, &create(&owner, id), None, &meta()).await.unwrap();
+    store
+        .execute(&owner, id, &create(&owner, id), None, &meta())
+        .await
+        .unwrap();
 
     let repeat = CommandMeta {
         client_supplied_id: true,
         ..meta()
     };
     let start = TaskCommand::Start(StartTask { at: at(5) });
-    let first = store.execute(&owner, id, &start, None, &repeat).await.unwrap();
+    let first = store
+        .execute(&owner, id, &start, None, &repeat)
+        .await
+        .unwrap();
     // The same start again would be refused (already started), but it is the same command.
-    let second = store.execute(&owner, id, &start, None, &repeat).await.unwrap();
-    assert_eq!((second.version, second.position), (first.version, first.position));
+    let second = store
+        .execute(&owner, id, &start, None, &repeat)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.version, second.position),
+        (first.version, first.position)
+    );
     assert!(!second.appended);
 
     // A second process, with a cold cache, answers the same too.
     let other = open_store_on(&scope).await;
-    let third = other.execute(&owner, id, &start, None, &repeat).await.unwrap();
-    assert_eq!((third.version, third.position), (first.version, first.position));
+    let third = other
+        .execute(&owner, id, &start, None, &repeat)
+        .await
+        .unwrap();
+    assert_eq!(
+        (third.version, third.position),
+        (first.version, first.position)
+    );
     assert_eq!(store.history(&owner, id).await.unwrap().len(), 2);
 }
 
@@ -127,15 +153,28 @@ async fn concurrent_writers_each_land_at_their_own_version() {
     let other = Arc::new(open_store_on(&scope).await);
     let owner = UserId::parse("carol").unwrap();
     let id = TaskId(uuid::Uuid::now_v7());
-    store.execute(&owner, id, &create(&owner, id), None, &meta()).await.unwrap();
+    store
+        .execute(&owner, id, &create(&owner, id), None, &meta())
+        .await
+        .unwrap();
 
     let mut writers = Vec::new();
     for i in 0..16 {
-        let store = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
         let owner = owner.clone();
         writers.push(tokio::spawn(async move {
             store
-                .execute(&owner, id, &retitle(&format!("title {i}"), i + 1), None, &meta())
+                .execute(
+                    &owner,
+                    id,
+                    &retitle(&format!("title {i}"), i + 1),
+                    None,
+                    &meta(),
+                )
                 .await
         }));
     }
@@ -149,7 +188,11 @@ async fn concurrent_writers_each_land_at_their_own_version() {
     }
     versions.sort_unstable();
     let history = store.history(&owner, id).await.unwrap();
-    assert_eq!(history.len(), versions.len() + 1, "one event per accepted writer");
+    assert_eq!(
+        history.len(),
+        versions.len() + 1,
+        "one event per accepted writer"
+    );
     assert_eq!(versions, (2..=history.len() as u64).collect::<Vec<_>>());
     // Both caches converge on the log.
     let state = replay(history.iter().map(|e| &e.event));
@@ -164,11 +207,19 @@ async fn someone_elses_task_does_not_exist_for_you() {
     let alice = UserId::parse("alice").unwrap();
     let mallory = UserId::parse("mallory").unwrap();
     let id = TaskId(uuid::Uuid::now_v7());
-    store.execute(&alice, id, &create(&alice, id), None, &meta()).await.unwrap();
+    store
+        .execute(&alice, id, &create(&alice, id), None, &meta())
+        .await
+        .unwrap();
 
     assert!(store.history(&mallory, id).await.unwrap().is_empty());
-    let refused = store.execute(&mallory, id, &retitle("mine", 1), None, &meta()).await;
-    assert!(matches!(refused, Err(StoreError::Rejected(TaskError::NotFound))));
+    let refused = store
+        .execute(&mallory, id, &retitle("mine", 1), None, &meta())
+        .await;
+    assert!(matches!(
+        refused,
+        Err(StoreError::Rejected(TaskError::NotFound))
+    ));
 }
 
 #[tokio::test]
@@ -195,14 +246,20 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
         }),
         TaskCommand::Start(StartTask { at: at(2) }),
         TaskCommand::Pause(PauseTask { at: at(30) }),
-        TaskCommand::Complete(CompleteTask { actual_minutes: None, at: at(31) }),
+        TaskCommand::Complete(CompleteTask {
+            actual_minutes: None,
+            at: at(31),
+        }),
         TaskCommand::Reopen(ReopenTask { at: at(40) }),
         TaskCommand::Archive(ArchiveTask { at: at(50) }),
     ];
     let mut metas = Vec::new();
     for command in &commands {
         let meta = meta();
-        store.execute(&owner, id, command, None, &meta).await.unwrap();
+        store
+            .execute(&owner, id, command, None, &meta)
+            .await
+            .unwrap();
         metas.push(meta);
     }
 
@@ -220,7 +277,10 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
         let version = get("Tm-Event-Version").unwrap();
         assert_eq!(get("Tm-Command-Id").as_ref(), Some(&meta.command_id));
         assert_eq!(get("Nats-Msg-Id").as_ref(), Some(&meta.command_id));
-        assert_eq!(get("Tm-Correlation-Id").as_ref(), Some(&meta.correlation_id));
+        assert_eq!(
+            get("Tm-Correlation-Id").as_ref(),
+            Some(&meta.correlation_id)
+        );
         assert_eq!(get("traceparent"), meta.traceparent);
 
         let schema_path = events_dir.join(format!("{event_type}.v{version}.json"));
@@ -228,13 +288,24 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
             serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
         let payload: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&payload).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&payload)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{event_type}: {errors:?} in {payload}");
         seen_types.push(event_type);
     }
     assert_eq!(
         seen_types,
-        ["TaskCreated", "TaskUpdated", "TaskStarted", "TaskPaused", "TaskCompleted", "TaskReopened", "TaskArchived"]
+        [
+            "TaskCreated",
+            "TaskUpdated",
+            "TaskStarted",
+            "TaskPaused",
+            "TaskCompleted",
+            "TaskReopened",
+            "TaskArchived"
+        ]
     );
 }
 
@@ -244,8 +315,12 @@ async fn applying_the_stream_definitions_twice_changes_nothing() {
     let client = scope.client().await;
     let naming = Naming::new(&scope.prefix).unwrap();
     let jetstream = async_nats::jetstream::new(client);
-    let first = apply_stream_definitions(&jetstream, &naming, StreamOptions::default()).await.unwrap();
-    let second = apply_stream_definitions(&jetstream, &naming, StreamOptions::default()).await.unwrap();
+    let first = apply_stream_definitions(&jetstream, &naming, StreamOptions::default())
+        .await
+        .unwrap();
+    let second = apply_stream_definitions(&jetstream, &naming, StreamOptions::default())
+        .await
+        .unwrap();
     assert_eq!(first.config, second.config);
     assert_eq!(first.config.name, format!("{}_TASKS", scope.prefix));
 }

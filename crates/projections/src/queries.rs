@@ -183,8 +183,9 @@ pub async fn list_tasks(
     owner: &UserId,
     query: &ListQuery,
 ) -> Result<Page, ProjectionError> {
-    let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = "));
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = "
+    ));
     sql.push_bind(owner.as_str());
     if !query.statuses.is_empty() {
         let names: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();

@@ -93,7 +93,10 @@ async fn write_history(store: Arc<EventStore>, owner: UserId, tasks: usize, roun
             tags: Tag::parse_list(&["load"]).unwrap(),
             at: at(0),
         });
-        store.execute(&owner, *id, &create, None, &meta()).await.unwrap();
+        store
+            .execute(&owner, *id, &create, None, &meta())
+            .await
+            .unwrap();
         appended += 1;
     }
     for round in 1..=rounds {
@@ -109,7 +112,10 @@ async fn write_history(store: Arc<EventStore>, owner: UserId, tasks: usize, roun
                     },
                     at: at(step),
                 }),
-                3 => TaskCommand::Complete(CompleteTask { actual_minutes: None, at: at(step) }),
+                3 => TaskCommand::Complete(CompleteTask {
+                    actual_minutes: None,
+                    at: at(step),
+                }),
                 _ => TaskCommand::Reopen(ReopenTask { at: at(step) }),
             };
             if let Ok(outcome) = store.execute(&owner, *id, &command, None, &meta()).await {
@@ -121,7 +127,11 @@ async fn write_history(store: Arc<EventStore>, owner: UserId, tasks: usize, roun
 }
 
 /// What the event log implies: every task folded from its events.
-async fn fold_log(store: &EventStore, owner: &UserId, ids: &[TaskId]) -> HashMap<TaskId, TaskRecord> {
+async fn fold_log(
+    store: &EventStore,
+    owner: &UserId,
+    ids: &[TaskId],
+) -> HashMap<TaskId, TaskRecord> {
     let mut expected = HashMap::new();
     for id in ids {
         let history = store.history(owner, *id).await.unwrap();
@@ -180,7 +190,10 @@ async fn a_projector_aborted_mid_batch_and_restarted_matches_the_log_exactly() {
     // Versions count applied events: a doubled event would show as a higher version.
     assert_eq!(rows, expected);
     let total_versions: u64 = rows.values().map(|r| r.task.version).sum();
-    assert_eq!(total_versions, head, "every event in the stream applied exactly once");
+    assert_eq!(
+        total_versions, head,
+        "every event in the stream applied exactly once"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +212,12 @@ async fn a_stopped_projector_commits_its_batch_and_resumes_where_it_left_off() {
     wait_for_checkpoint(&world.pool, first_head).await;
     shutdown.cancel();
     running.await.unwrap();
-    assert_eq!(checkpoint::load(&world.pool, TASKS_PROJECTION).await.unwrap(), first_head);
+    assert_eq!(
+        checkpoint::load(&world.pool, TASKS_PROJECTION)
+            .await
+            .unwrap(),
+        first_head
+    );
 
     // More history while no projector runs; a new one starts from the checkpoint.
     write_history(world.store.clone(), owner.clone(), 5, 2).await;

@@ -91,10 +91,9 @@ impl Metrics {
         let projection_lag = Family::<ProjectionLabels, Gauge>::default();
         let projection_events = Family::<ProjectionLabels, Counter>::default();
         let projection_skipped = Family::<ProjectionLabels, Counter>::default();
-        let projection_batch_duration =
-            Family::<ProjectionLabels, Histogram>::new_with_constructor(
-                latency_histogram as fn() -> _,
-            );
+        let projection_batch_duration = Family::<ProjectionLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -105,11 +104,7 @@ impl Metrics {
             "HTTP request latency by method and route",
             http_duration.clone(),
         );
-        registry.register(
-            "commands",
-            "Commands by type and outcome",
-            commands.clone(),
-        );
+        registry.register("commands", "Commands by type and outcome", commands.clone());
         registry.register(
             "projection_position",
             "Stream sequence applied by the projection (its checkpoint)",
@@ -173,11 +168,21 @@ mod tests {
             .inc();
         metrics
             .projection_position
-            .get_or_create(&ProjectionLabels { projection: "tasks" })
+            .get_or_create(&ProjectionLabels {
+                projection: "tasks",
+            })
             .set(7);
         let text = metrics.encode();
-        assert!(text.contains(r#"taskmaster_commands_total{command="CreateTask",outcome="appended"} 1"#), "{text}");
-        assert!(text.contains(r#"taskmaster_projection_position{projection="tasks"} 7"#), "{text}");
+        assert!(
+            text.contains(
+                r#"taskmaster_commands_total{command="CreateTask",outcome="appended"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"taskmaster_projection_position{projection="tasks"} 7"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -85,7 +85,10 @@ mod tests {
     fn an_incoming_trace_is_continued() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let value = traceparent_for_event(Some(incoming));
-        assert_eq!(parse_trace_id(&value), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            parse_trace_id(&value),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_ne!(value, incoming);
     }
 

@@ -60,8 +60,8 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let filter =
-        EnvFilter::try_new(&config.log_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();

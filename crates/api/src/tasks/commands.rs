@@ -17,7 +17,9 @@ use crate::auth::AuthUser;
 use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
-use crate::tasks::dto::{CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest};
+use crate::tasks::dto::{
+    CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest,
+};
 
 /// Namespace of the ids derived from idempotency keys (UUID v5), fixed forever.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d0f_4f0c_2b6e_4a43_9a57_3c2b_8e1f_0a11);
@@ -229,10 +231,34 @@ macro_rules! transition {
     };
 }
 
-transition!(start_task, "/v1/tasks/{id}/start", "Start (or resume) work on a task.", Start, StartTask);
-transition!(pause_task, "/v1/tasks/{id}/pause", "Pause work on a task.", Pause, PauseTask);
-transition!(reopen_task, "/v1/tasks/{id}/reopen", "Reopen a completed task.", Reopen, ReopenTask);
-transition!(archive_task, "/v1/tasks/{id}/archive", "Archive a task; it refuses changes afterwards.", Archive, ArchiveTask);
+transition!(
+    start_task,
+    "/v1/tasks/{id}/start",
+    "Start (or resume) work on a task.",
+    Start,
+    StartTask
+);
+transition!(
+    pause_task,
+    "/v1/tasks/{id}/pause",
+    "Pause work on a task.",
+    Pause,
+    PauseTask
+);
+transition!(
+    reopen_task,
+    "/v1/tasks/{id}/reopen",
+    "Reopen a completed task.",
+    Reopen,
+    ReopenTask
+);
+transition!(
+    archive_task,
+    "/v1/tasks/{id}/archive",
+    "Archive a task; it refuses changes afterwards.",
+    Archive,
+    ArchiveTask
+);
 
 /// Complete a task.
 #[utoipa::path(

@@ -1,9 +1,7 @@
 //! The JSON shapes of the task endpoints, with their OpenAPI schemas and limits.
 
 use chrono::{DateTime, Utc};
-use domain::{
-    Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle,
-};
+use domain::{Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle};
 use eventstore::RecordedEvent;
 use projections::task_rows::TaskRecord;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -49,7 +47,11 @@ pub enum StatusName {
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// 1 to 200 characters after trimming; no control characters.
-    #[schema(min_length = 1, max_length = 200, example = "Write the quarterly report")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "Write the quarterly report"
+    )]
     pub title: String,
     /// At most 10,000 characters.
     #[schema(max_length = 10000)]

@@ -100,8 +100,12 @@ fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError
                 }
             }
             "tag" => {
-                if value.chars().count() > domain::Tag::MAX_CHARS || query.tags.len() >= domain::Tag::MAX_PER_TASK {
-                    return Err(ApiError::BadRequest("at most 20 tag filters of 32 characters".into()));
+                if value.chars().count() > domain::Tag::MAX_CHARS
+                    || query.tags.len() >= domain::Tag::MAX_PER_TASK
+                {
+                    return Err(ApiError::BadRequest(
+                        "at most 20 tag filters of 32 characters".into(),
+                    ));
                 }
                 query.tags.push(value.trim().to_owned());
             }
@@ -109,7 +113,9 @@ fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError
             "due_before" => query.due_before = Some(parse_time("due_before", &value)?),
             "q" => {
                 if value.chars().count() > 200 {
-                    return Err(ApiError::BadRequest("q is limited to 200 characters".into()));
+                    return Err(ApiError::BadRequest(
+                        "q is limited to 200 characters".into(),
+                    ));
                 }
                 if !value.trim().is_empty() {
                     query.text = Some(value);

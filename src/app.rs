@@ -1,0 +1,334 @@
+//! [`Application`]: wires settings into running roles. `main`, `taskmaster dev` and the
+//! end-to-end tests all build it the same way and drive it with a shutdown future.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::auth::TokenVerifier;
+use api::health::HealthProbes;
+use api::{ApiConfig, AppState, OpsStateParts};
+use eventstore::store::StoreOptions;
+use eventstore::{EventStore, Naming, StreamOptions};
+use projections::{database, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION};
+use telemetry::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// The roles one process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Roles {
+    /// HTTP commands and queries.
+    pub api: bool,
+    /// Postgres read models.
+    pub projector: bool,
+}
+
+impl Roles {
+    /// Parses `api,projector,insights,ml`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut roles = Roles::default();
+        for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "api" => roles.api = true,
+                "projector" => roles.projector = true,
+                "insights" | "ml" => {
+                    return Err(format!(
+                        "role {role:?} is not available in this release (available: api, projector)"
+                    ))
+                }
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?} (expected api, projector, insights or ml)"
+                    ))
+                }
+            }
+        }
+        if roles == Roles::default() {
+            return Err("name at least one role, e.g. --roles api,projector".into());
+        }
+        Ok(roles)
+    }
+
+    /// Every available role, as `dev` runs them.
+    pub fn all() -> Self {
+        Roles {
+            api: true,
+            projector: true,
+        }
+    }
+}
+
+/// A dependency that could not be reached, with how to start it locally.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} is not reachable at {address}: {cause}\n  start it with: {how_to_start}")]
+pub struct Unreachable {
+    /// `NATS`, `PostgreSQL` or `Redis`.
+    pub service: &'static str,
+    /// Where it was looked for (without credentials).
+    pub address: String,
+    /// The error.
+    pub cause: String,
+    /// A command that starts it on a Debian machine.
+    pub how_to_start: &'static str,
+}
+
+/// How to start each local service (the commands of the README).
+pub const START_NATS: &str = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log";
+/// See [`START_NATS`].
+pub const START_POSTGRES: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+/// See [`START_NATS`].
+pub const START_REDIS: &str =
+    "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no";
+
+fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Connects to NATS, failing fast (with how to start it) when it is not there.
+pub async fn connect_nats(settings: &Settings) -> Result<async_nats::Client, Unreachable> {
+    let unreachable = |cause: String| Unreachable {
+        service: "NATS",
+        address: without_credentials(&settings.nats_url),
+        cause,
+        how_to_start: START_NATS,
+    };
+    let connecting = async_nats::ConnectOptions::new()
+        .name("taskmaster")
+        .connection_timeout(Duration::from_secs(3))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(&settings.nats_url);
+    let client = connecting.await.map_err(|e| unreachable(e.to_string()))?;
+    // retry_on_initial_connect returns at once; wait (bounded) for the first connection.
+    for _ in 0..30 {
+        if client.connection_state() == async_nats::connection::State::Connected {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(unreachable("no connection within 3 s".into()))
+}
+
+/// Creates the database if missing, connects and applies migrations.
+pub async fn prepare_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let url = settings.database_url.expose();
+    let unreachable = |cause: String| Unreachable {
+        service: "PostgreSQL",
+        address: without_credentials(url),
+        cause,
+        how_to_start: START_POSTGRES,
+    };
+    let created = database::ensure_database(url)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if created {
+        tracing::info!(database = %without_credentials(url), "created the database");
+    }
+    let pool = database::connect(url, settings.database_max_connections)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    database::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    Ok(pool)
+}
+
+/// Applies the stream definitions in `nats/`.
+pub async fn apply_streams(
+    settings: &Settings,
+    client: &async_nats::Client,
+) -> anyhow::Result<Naming> {
+    let naming = Naming::new(&settings.nats_prefix)?;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    eventstore::apply_stream_definitions(
+        &jetstream,
+        &naming,
+        StreamOptions {
+            replicas: settings.nats_replicas,
+        },
+    )
+    .await
+    .context(
+        "applying the NATS stream definitions (is JetStream enabled? start nats-server with -js)",
+    )?;
+    Ok(naming)
+}
+
+/// A built application: listener bound, dependencies connected, roles ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    projector: Option<Projector>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects the dependencies (creating the database and streams as needed) and binds the
+    /// HTTP listener.
+    pub async fn build(settings: &Settings, roles: Roles) -> anyhow::Result<Self> {
+        let client = connect_nats(settings).await?;
+        let pool = prepare_database(settings).await?;
+        let naming = apply_streams(settings, &client).await?;
+        let redis = redis::Client::open(settings.redis_url.expose())
+            .context("REDIS_URL is not a valid Redis URL")?;
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+
+        let app = if roles.api {
+            let store = EventStore::open(
+                client.clone(),
+                naming.clone(),
+                StoreOptions {
+                    cache_capacity: settings.state_cache_capacity,
+                    ..StoreOptions::default()
+                },
+            )
+            .await?;
+            let positions =
+                PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?;
+            Some(AppState {
+                store: Arc::new(store),
+                read_pool: pool.clone(),
+                positions,
+                verifier: Arc::new(TokenVerifier::hs256(
+                    settings.jwt_secret.expose().as_bytes(),
+                )),
+                metrics: metrics.clone(),
+                config: Arc::new(ApiConfig {
+                    read_wait_timeout: settings.read_wait_timeout,
+                    ..ApiConfig::default()
+                }),
+            })
+        } else {
+            None
+        };
+        let projector = roles.projector.then(|| {
+            Projector::new(
+                pool.clone(),
+                async_nats::jetstream::new(client.clone()),
+                naming.clone(),
+                metrics.clone(),
+                ProjectorOptions::default(),
+            )
+        });
+        let router = api::router(
+            app,
+            OpsStateParts {
+                metrics,
+                health: Arc::new(HealthProbes {
+                    nats: client,
+                    postgres: pool,
+                    redis,
+                }),
+            },
+        );
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.http_addr))?;
+        Ok(Self {
+            listener,
+            router,
+            projector,
+            shutdown,
+        })
+    }
+
+    /// The address the HTTP server listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `signal` completes, then stops taking requests, lets in-flight requests
+    /// finish and the projector commit its batch.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                signal.await;
+                shutdown.cancel();
+            }
+        });
+        let projector = self.projector.map(|projector| {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { projector.run(shutdown).await })
+        });
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown({
+                let shutdown = shutdown.clone();
+                async move { shutdown.cancelled().await }
+            })
+            .await;
+        shutdown.cancel();
+        if let Some(projector) = projector {
+            projector.await.context("projector task")?;
+        }
+        server.context("HTTP server")?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: no new requests, finishing the ones in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_refuse_unknown_ones() {
+        assert_eq!(Roles::parse("api, projector").unwrap(), Roles::all());
+        assert!(Roles::parse("api,web").is_err());
+        assert!(Roles::parse("").is_err());
+        assert!(Roles::parse("insights")
+            .unwrap_err()
+            .contains("not available"));
+    }
+
+    #[test]
+    fn credentials_are_kept_out_of_messages() {
+        assert_eq!(
+            without_credentials("postgres://user:pw@db:5432/x"),
+            "postgres://db:5432/x"
+        );
+        assert_eq!(
+            without_credentials("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
+}

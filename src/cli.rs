@@ -1,0 +1,136 @@
+//! The command line of `taskmaster` (clap), and what each subcommand does.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use domain::UserId;
+
+use crate::app::{self, Application, Roles};
+use crate::settings::{Environment, Settings};
+
+/// taskmaster: an event-sourced task manager on NATS JetStream, PostgreSQL and Redis.
+#[derive(Debug, Parser)]
+#[command(name = "taskmaster", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process on the local services (creates the database and streams).
+    Dev,
+    /// Run a set of roles: api, projector (insights and ml arrive later).
+    Serve {
+        /// Comma-separated roles.
+        #[arg(long, default_value = "api,projector")]
+        roles: String,
+    },
+    /// Create the database if missing and apply the migrations.
+    Migrate,
+    /// NATS administration.
+    Nats {
+        /// What to do with NATS.
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+    /// Mint a development token for a user.
+    Token {
+        /// The user id (1 to 64 characters of A-Z, a-z, 0-9, '_' or '-').
+        #[arg(long)]
+        user: String,
+        /// Validity in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
+}
+
+/// NATS subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Create or update the streams from the definitions in nats/.
+    Apply,
+}
+
+/// Whether a subcommand runs long and logs (and so installs the tracing subscriber).
+pub fn is_server(command: &Command) -> bool {
+    matches!(command, Command::Dev | Command::Serve { .. })
+}
+
+/// Runs a subcommand.
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Dev => dev(settings).await,
+        Command::Serve { roles } => {
+            let roles = Roles::parse(&roles).map_err(anyhow::Error::msg)?;
+            let app = Application::build(&settings, roles).await?;
+            tracing::info!(address = %app.local_addr()?, ?roles, "serving");
+            app.run_until_stopped(app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            app::prepare_database(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Nats {
+            command: NatsCommand::Apply,
+        } => {
+            let client = app::connect_nats(&settings).await?;
+            let naming = app::apply_streams(&settings, &client).await?;
+            println!("stream {} is up to date", naming.stream());
+            Ok(())
+        }
+        Command::Token { user, hours } => {
+            let user =
+                UserId::parse(&user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
+            if settings.environment == Environment::Production {
+                anyhow::bail!("taskmaster token mints development tokens; it refuses to run with TASKMASTER_ENV=production");
+            }
+            let token = api::auth::mint_hs256(
+                settings.jwt_secret.expose().as_bytes(),
+                &user,
+                chrono::Utc::now().timestamp(),
+                hours.clamp(1, 24 * 365) * 3600,
+            );
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn dev(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(&settings, Roles::all())
+        .await
+        .context("starting taskmaster dev")?;
+    let address = app.local_addr()?;
+    let user = UserId::parse("dev-user").map_err(|e| anyhow::anyhow!(e.message))?;
+    let token = api::auth::mint_hs256(
+        settings.jwt_secret.expose().as_bytes(),
+        &user,
+        chrono::Utc::now().timestamp(),
+        Duration::from_secs(24 * 3600).as_secs() as i64,
+    );
+    let url = format!("http://{address}");
+    println!();
+    println!("  taskmaster is running at {url}   (api + projector, Ctrl-C to stop)");
+    println!();
+    println!("  token for user dev-user (24 h):");
+    println!("    export TOKEN={token}");
+    println!();
+    println!("  try:");
+    println!(
+        "    curl -s -X POST {url}/v1/tasks -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"title\":\"Try taskmaster\",\"priority\":\"high\",\"estimate_minutes\":15}}'"
+    );
+    println!("    curl -s {url}/v1/tasks -H \"Authorization: Bearer $TOKEN\"");
+    println!();
+    println!(
+        "  OpenAPI: {url}/openapi.json   metrics: {url}/metrics   readiness: {url}/health/ready"
+    );
+    println!();
+    app.run_until_stopped(app::shutdown_signal()).await
+}

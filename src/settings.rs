@@ -1,0 +1,267 @@
+//! The one `Settings` of taskmaster, read once from the environment in `main` and passed down.
+//!
+//! Every variable has a default that reaches the local services, so `taskmaster dev` works on
+//! a fresh machine. A production setting (`TASKMASTER_ENV=production`) refuses to start with
+//! the development secret.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use telemetry::LogFormat;
+
+/// The JWT secret used when none is configured. Fine on a laptop, refused in production.
+pub const DEV_JWT_SECRET: &str = "taskmaster-development-secret-change-me-in-production";
+
+/// A secret value that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// A laptop or CI: development secrets allowed.
+    Development,
+    /// Anything users depend on: development secrets refused.
+    Production,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct SettingsError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every setting of the process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `TASKMASTER_ENV`: `development` (default) or `production`.
+    pub environment: Environment,
+    /// `TASKMASTER_HTTP_ADDR`.
+    pub http_addr: SocketAddr,
+    /// `TASKMASTER_NATS_URL`.
+    pub nats_url: String,
+    /// `TASKMASTER_NATS_PREFIX`: scopes every stream, subject, consumer and bucket name.
+    pub nats_prefix: String,
+    /// `TASKMASTER_NATS_REPLICAS`: stream replicas (3 on a cluster).
+    pub nats_replicas: usize,
+    /// `DATABASE_URL` (may hold a password, hence secret).
+    pub database_url: Secret,
+    /// `TASKMASTER_DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+    /// `REDIS_URL`.
+    pub redis_url: Secret,
+    /// `TASKMASTER_JWT_SECRET`.
+    pub jwt_secret: Secret,
+    /// `TASKMASTER_READ_WAIT_MS`: how long `Tm-Min-Position` waits before 504.
+    pub read_wait_timeout: Duration,
+    /// `TASKMASTER_STATE_CACHE`: task states kept in memory by the API.
+    pub state_cache_capacity: usize,
+    /// `TASKMASTER_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`.
+    pub log_filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go; none when unset.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`.
+    pub service_name: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        fn parse<T: std::str::FromStr>(
+            variable: &'static str,
+            value: Option<String>,
+            default: T,
+        ) -> Result<T, SettingsError> {
+            match value {
+                None => Ok(default),
+                Some(raw) => raw.trim().parse().map_err(|_| SettingsError {
+                    variable,
+                    message: format!("cannot parse {raw:?}"),
+                }),
+            }
+        }
+        let environment = match get("TASKMASTER_ENV").as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_ENV",
+                    message: format!("must be development or production, not {other:?}"),
+                })
+            }
+        };
+        let jwt_secret = get("TASKMASTER_JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.into());
+        if environment == Environment::Production {
+            if jwt_secret == DEV_JWT_SECRET {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_JWT_SECRET",
+                    message: "production refuses the development secret; set a random secret of at least 32 bytes".into(),
+                });
+            }
+            if jwt_secret.len() < 32 {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_JWT_SECRET",
+                    message: "production needs a secret of at least 32 bytes".into(),
+                });
+            }
+        }
+        let log_format = match get("TASKMASTER_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_LOG_FORMAT",
+                    message: format!("must be text or json, not {other:?}"),
+                })
+            }
+        };
+        let nats_prefix = get("TASKMASTER_NATS_PREFIX").unwrap_or_default();
+        eventstore::Naming::new(&nats_prefix).map_err(|e| SettingsError {
+            variable: "TASKMASTER_NATS_PREFIX",
+            message: e.to_string(),
+        })?;
+        Ok(Settings {
+            environment,
+            http_addr: parse(
+                "TASKMASTER_HTTP_ADDR",
+                get("TASKMASTER_HTTP_ADDR"),
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            nats_url: get("TASKMASTER_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats_prefix,
+            nats_replicas: parse(
+                "TASKMASTER_NATS_REPLICAS",
+                get("TASKMASTER_NATS_REPLICAS"),
+                1,
+            )?,
+            database_url: Secret::new(
+                get("DATABASE_URL")
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/taskmaster".into()),
+            ),
+            database_max_connections: parse(
+                "TASKMASTER_DATABASE_MAX_CONNECTIONS",
+                get("TASKMASTER_DATABASE_MAX_CONNECTIONS"),
+                16,
+            )?,
+            redis_url: Secret::new(
+                get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            ),
+            jwt_secret: Secret::new(jwt_secret),
+            read_wait_timeout: Duration::from_millis(parse(
+                "TASKMASTER_READ_WAIT_MS",
+                get("TASKMASTER_READ_WAIT_MS"),
+                5_000,
+            )?),
+            state_cache_capacity: parse(
+                "TASKMASTER_STATE_CACHE",
+                get("TASKMASTER_STATE_CACHE"),
+                100_000,
+            )?,
+            log_format,
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,async_nats=warn".into()),
+            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| "taskmaster".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_reach_the_local_services() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            s.database_url.expose(),
+            "postgres://postgres@127.0.0.1:5432/taskmaster"
+        );
+        assert_eq!(s.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(s.nats_prefix, "");
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        let error = settings(&[("TASKMASTER_ENV", "production")]).unwrap_err();
+        assert_eq!(error.variable, "TASKMASTER_JWT_SECRET");
+        assert!(settings(&[
+            ("TASKMASTER_ENV", "production"),
+            ("TASKMASTER_JWT_SECRET", "short")
+        ])
+        .is_err());
+        assert!(settings(&[
+            ("TASKMASTER_ENV", "production"),
+            ("TASKMASTER_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(
+            settings(&[("TASKMASTER_HTTP_ADDR", "nowhere")])
+                .unwrap_err()
+                .variable,
+            "TASKMASTER_HTTP_ADDR"
+        );
+        assert_eq!(
+            settings(&[("TASKMASTER_NATS_PREFIX", "a.b")])
+                .unwrap_err()
+                .variable,
+            "TASKMASTER_NATS_PREFIX"
+        );
+        assert_eq!(
+            settings(&[("TASKMASTER_ENV", "staging")])
+                .unwrap_err()
+                .variable,
+            "TASKMASTER_ENV"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = settings(&[("TASKMASTER_JWT_SECRET", "hunter2-hunter2")]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

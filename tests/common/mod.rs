@@ -1,0 +1,153 @@
+//! A taskmaster instance per test: real NATS (own prefix), real Postgres (own database,
+//! created by the application itself), served on a free port.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use taskmaster::{Application, Roles, Settings};
+use testkit::{NatsScope, TestDatabase};
+use tokio::sync::oneshot;
+
+pub const SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub prefix: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _db: TestDatabase,
+    _nats: NatsScope,
+}
+
+pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("TASKMASTER_NATS_URL".into(), testkit::nats_url()),
+        ("TASKMASTER_NATS_PREFIX".into(), nats.prefix.clone()),
+        ("REDIS_URL".into(), testkit::redis_url()),
+        ("TASKMASTER_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("TASKMASTER_JWT_SECRET".into(), SECRET.into()),
+        ("TASKMASTER_READ_WAIT_MS".into(), "5000".into()),
+    ]);
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings")
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        // A database that does not exist yet: the application creates it.
+        let db = TestDatabase::planned();
+        let nats = NatsScope::new();
+        let settings = settings_for(&db, &nats, extra);
+        let app = Application::build(&settings, Roles::all())
+            .await
+            .expect("the application builds");
+        let address = app.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            prefix: nats.prefix.clone(),
+            stop: Some(stop),
+            server: Some(server),
+            _db: db,
+            _nats: nats,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        let user = domain::UserId::parse(user).unwrap();
+        api::auth::mint_hs256(
+            SECRET.as_bytes(),
+            &user,
+            chrono::Utc::now().timestamp(),
+            3600,
+        )
+    }
+
+    pub async fn create(&self, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/tasks"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a task and returns `(id, version, position)`.
+    pub async fn create_ok(&self, token: &str, title: &str) -> (String, u64, u64) {
+        let response = self.create(token, json!({ "title": title })).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["version"].as_u64().unwrap(),
+            body["position"].as_u64().unwrap(),
+        )
+    }
+
+    pub async fn get_task(&self, token: &str, id: &str, min_position: u64) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/v1/tasks/{id}")))
+            .bearer_auth(token)
+            .header("Tm-Min-Position", min_position.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Asserts a problem+json answer with the given status and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
