@@ -1,6 +1,9 @@
-//! Installs the process-wide tracing subscriber: a log layer (text for people, JSON for log
+//! Installs the process-wide tracing subscriber (logs on stderr, so stdout stays for what a
+//! command prints): a log layer (text for people, JSON for log
 //! shippers) and an OpenTelemetry layer. The OpenTelemetry layer is installed even without an
 //! exporter, so every span has real trace and span ids to stamp on events as `traceparent`.
+
+use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -78,10 +81,19 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match config.log_format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     installed.map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;

@@ -1,0 +1,226 @@
+//! The `taskmaster` binary as a user runs it: one-line errors, which service is missing and
+//! how to start it.
+
+use std::process::Command;
+
+fn taskmaster() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskmaster"));
+    command.env_remove("TASKMASTER_ENV").env(
+        "TASKMASTER_JWT_SECRET",
+        "cli-test-secret-0123456789abcdef0123",
+    );
+    command
+}
+
+#[test]
+fn token_prints_a_token_that_the_api_accepts() {
+    let output = taskmaster()
+        .args(["token", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap();
+    let verifier = api::auth::TokenVerifier::hs256(b"cli-test-secret-0123456789abcdef0123");
+    assert_eq!(verifier.verify(token.trim()).unwrap().as_str(), "alice");
+}
+
+#[test]
+fn a_bad_user_id_is_a_one_line_error() {
+    let output = taskmaster()
+        .args(["token", "--user", "a.b"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --user"), "{stderr}");
+}
+
+#[test]
+fn production_refuses_to_start_with_the_development_secret() {
+    let output = taskmaster()
+        .env("TASKMASTER_ENV", "production")
+        .env_remove("TASKMASTER_JWT_SECRET")
+        .args(["serve", "--roles", "api"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("TASKMASTER_JWT_SECRET"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_role_is_refused_by_name() {
+    let output = taskmaster()
+        .args(["serve", "--roles", "api,web"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("unknown role \"web\""), "{stderr}");
+}
+
+#[test]
+fn dev_says_which_service_is_unreachable_and_how_to_start_it() {
+    // Nothing listens on loopback port 1.
+    let output = taskmaster()
+        .env("TASKMASTER_NATS_URL", "nats://127.0.0.1:1")
+        .env("TASKMASTER_HTTP_ADDR", "127.0.0.1:0")
+        .arg("dev")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("NATS is not reachable at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("start it with: start-stop-daemon"),
+        "{stderr}"
+    );
+
+    let output = taskmaster()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/taskmaster")
+        .env("TASKMASTER_HTTP_ADDR", "127.0.0.1:0")
+        .env("TASKMASTER_NATS_PREFIX", testkit::unique_token())
+        .arg("dev")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("PostgreSQL is not reachable"), "{stderr}");
+    assert!(stderr.contains("pg_ctlcluster"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_database_and_can_run_twice() {
+    let db = testkit::TestDatabase::planned();
+    for _ in 0..2 {
+        let output = taskmaster()
+            .env("DATABASE_URL", &db.url)
+            .arg("migrate")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap().trim(),
+            "migrations applied"
+        );
+    }
+}
+
+#[test]
+fn nats_apply_creates_the_stream_and_can_run_twice() {
+    let scope = testkit::NatsScope::new();
+    for _ in 0..2 {
+        let output = taskmaster()
+            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
+            .args(["nats", "apply"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            stdout.contains(&format!("{}_TASKS", scope.prefix)),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_requests_and_commits_the_projection_before_exiting() {
+    use std::io::{BufRead, BufReader};
+
+    let db = testkit::TestDatabase::planned();
+    let scope = testkit::NatsScope::new();
+    let mut child = taskmaster()
+        .env("DATABASE_URL", &db.url)
+        .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
+        .env("TASKMASTER_HTTP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .args(["serve", "--roles", "api,projector"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("address=").nth(1).map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .expect("the server logs its address");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let last_position = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let user = domain::UserId::parse("sigterm").unwrap();
+        let token = api::auth::mint_hs256(
+            b"cli-test-secret-0123456789abcdef0123",
+            &user,
+            chrono::Utc::now().timestamp(),
+            600,
+        );
+        let mut last = 0;
+        for i in 0..50 {
+            let answer: serde_json::Value = http
+                .post(format!("http://{address}/v1/tasks"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "title": format!("task {i}") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            last = answer["position"].as_u64().unwrap();
+        }
+        last
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful exit, got {exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("projector stopped")),
+        "{rest:?}"
+    );
+
+    // Every acknowledged command is in the read model, checkpoint included.
+    let checkpoint = runtime.block_on(async {
+        let pool = projections::database::connect(&db.url, 1).await.unwrap();
+        projections::checkpoint::load(&pool, projections::TASKS_PROJECTION)
+            .await
+            .unwrap()
+    });
+    assert!(checkpoint <= last_position);
+    // The projector may legitimately stop before reaching the head; a restart resumes there.
+    // What must hold is that nothing past the checkpoint was half-applied.
+    let rows = runtime.block_on(async {
+        let pool = projections::database::connect(&db.url, 1).await.unwrap();
+        projections::task_rows::load_all(&pool).await.unwrap()
+    });
+    assert_eq!(
+        rows.len() as u64,
+        checkpoint,
+        "one row per applied create, none beyond the checkpoint"
+    );
+}
