@@ -6,6 +6,11 @@ use clap::Parser;
 use taskmaster::cli::{self, Cli};
 use taskmaster::Settings;
 
+/// mimalloc instead of glibc malloc: the request path allocates from every worker thread, and
+/// glibc's arena locks showed up as contention under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
