@@ -86,6 +86,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     } else {
                         None
                     }
+                } else if path.starts_with('[') {
+                    // The top level is an array, not an object: malformed, not a bad field.
+                    None
                 } else {
                     Some(path)
                 };

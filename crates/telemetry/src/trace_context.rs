@@ -18,7 +18,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     carrier.insert("traceparent".to_owned(), traceparent.to_owned());
     let parent = TraceContextPropagator::new().extract(&carrier);
     if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+        span.set_parent(parent);
     }
 }
 
