@@ -119,16 +119,7 @@ async fn twenty_concurrent_conflicting_updates_lose_nothing() {
         }
     }
     versions.sort_unstable();
-    let history: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/history")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = app.history(&token, &id).await;
     let events = history["items"].as_array().unwrap();
     assert_eq!(
         events.len(),
@@ -197,16 +188,7 @@ async fn the_same_idempotency_key_twice_appends_one_event_and_answers_the_same()
     let other: Value = other.json().await.unwrap();
     assert_ne!(other["id"], first["id"]);
 
-    let history: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/history")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = app.history(&token, id).await;
     let types: Vec<&str> = history["items"]
         .as_array()
         .unwrap()
@@ -447,16 +429,7 @@ async fn a_task_goes_through_its_whole_life_and_history_tells_it() {
     let refused = problem(refused, 409).await;
     assert_eq!(refused["type"], "/problems/state-conflict");
 
-    let history: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/history")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = app.history(&token, &id).await;
     let items = history["items"].as_array().unwrap();
     assert_eq!(items.len(), 7);
     assert_eq!(items.last().unwrap()["position"], position);

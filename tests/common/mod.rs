@@ -32,6 +32,8 @@ pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)])
         ("TASKMASTER_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("TASKMASTER_JWT_SECRET".into(), SECRET.into()),
         ("TASKMASTER_READ_WAIT_MS".into(), "5000".into()),
+        // Tests run in parallel against one Postgres: keep each instance's pool small.
+        ("TASKMASTER_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
     ]);
     for (k, v) in extra {
         vars.insert((*k).into(), (*v).into());
@@ -112,6 +114,19 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// A task's history, as JSON (asserting 200).
+    pub async fn history(&self, token: &str, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/tasks/{id}/history")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
     }
 
     /// Stops the server gracefully and waits for it.

@@ -291,11 +291,95 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::InvalidCursor => {
                 ApiError::BadRequest("cursor is invalid or was issued for another sort".into())
             }
-            ProjectionError::Database(cause) => ApiError::Unavailable {
+            ProjectionError::Database(cause) if is_outage(&cause) => ApiError::Unavailable {
                 dependency: "postgres",
                 cause: cause.to_string(),
             },
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+/// Whether a database error means Postgres is unreachable or shutting down (503, retry) rather
+/// than a bug in a query (500).
+fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
+        // 57 (operator intervention, e.g. admin shutdown).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_event_store_outage_is_a_503_with_retry_after_and_no_internals() {
+        let error = ApiError::from(StoreError::Unavailable(
+            "timed out: secret-host:4222".into(),
+        ));
+        let (status, headers, body) = answer(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(body["dependency"], "nats");
+        assert!(!body.to_string().contains("secret-host"));
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_is_a_503_but_a_query_bug_is_a_500() {
+        let outage = ApiError::from(ProjectionError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bug = ApiError::from(ProjectionError::Database(sqlx::Error::ColumnNotFound(
+            "x".into(),
+        )));
+        let (status, _, body) = answer(bug).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.to_string().contains("ColumnNotFound"));
+    }
+
+    #[tokio::test]
+    async fn refusals_map_to_404_and_409() {
+        assert_eq!(
+            ApiError::from(StoreError::Rejected(TaskError::NotFound)).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::from(StoreError::Rejected(TaskError::Archived)).status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            ApiError::from(StoreError::Concurrency).status(),
+            StatusCode::CONFLICT
+        );
+        let (_, _, body) = answer(ApiError::from(StoreError::VersionConflict {
+            expected: 1,
+            actual: 3,
+        }))
+        .await;
+        assert_eq!(body["current_version"], 3);
+        assert_eq!(body["type"], "/problems/version-conflict");
     }
 }
