@@ -551,3 +551,79 @@ async fn a_read_model_that_cannot_catch_up_in_time_answers_504_with_how_far_behi
     let current = behind["current_position"].as_u64().unwrap();
     assert_eq!(behind["behind_by"], far - current);
 }
+
+#[tokio::test]
+async fn time_travel_rebuilds_a_task_as_it_was_at_a_version_or_an_instant() {
+    let app = TestApp::spawn().await;
+    let token = app.token("olivia");
+    let (id, _, _) = app.create_ok(&token, "first title").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let patched = app
+        .http
+        .patch(app.url(&format!("/v1/tasks/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "second title"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    app.http
+        .post(app.url(&format!("/v1/tasks/{id}/start")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+
+    let at = |query: String| {
+        let request = app
+            .http
+            .get(app.url(&format!("/v1/tasks/{id}?{query}")))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    };
+    let v1 = at("as_of_version=1".into()).await;
+    assert_eq!(v1.headers()["etag"], "\"1\"");
+    let v1: Value = v1.json().await.unwrap();
+    assert_eq!(
+        (v1["title"].as_str(), v1["status"].as_str()),
+        (Some("first title"), Some("open"))
+    );
+    let v2: Value = at("as_of_version=2".into()).await.json().await.unwrap();
+    assert_eq!(
+        (v2["title"].as_str(), v2["status"].as_str()),
+        (Some("second title"), Some("open"))
+    );
+    let then: Value = at(format!(
+        "as_of={}",
+        between
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .replace('+', "%2B")
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(then["title"], "first title");
+    assert_eq!(then["version"], 1);
+
+    problem(at("as_of_version=9".into()).await, 404).await;
+    problem(at("as_of=2000-01-01T00:00:00Z".into()).await, 404).await;
+    problem(at("as_of_version=0".into()).await, 400).await;
+    problem(
+        at("as_of_version=1&as_of=2030-01-01T00:00:00Z".into()).await,
+        400,
+    )
+    .await;
+    problem(at("as_of=yesterday".into()).await, 400).await;
+    // Someone else cannot travel into your task either.
+    let other = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{id}?as_of_version=1")))
+        .bearer_auth(app.token("mallory"))
+        .send()
+        .await
+        .unwrap();
+    problem(other, 404).await;
+}

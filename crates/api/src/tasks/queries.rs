@@ -7,6 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::{Priority, TaskStatus};
 use projections::queries::{self, Cursor, ListQuery, SortKey};
+use projections::task_rows::TaskRecord;
 
 use crate::auth::AuthUser;
 use crate::extract::MinPosition;
@@ -30,18 +31,91 @@ async fn wait_for_position(state: &AppState, min: MinPosition) -> Result<(), Api
     Ok(())
 }
 
-/// Read one task.
+/// Which past state of a task to rebuild, from the query string.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AsOf {
+    /// The state after this many events.
+    Version(u64),
+    /// The state as of this instant (events that occurred at or before it).
+    Instant(DateTime<Utc>),
+}
+
+fn as_of(raw: Option<&str>) -> Result<Option<AsOf>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
+    let mut found = None;
+    for (name, value) in pairs {
+        let point = match name.as_str() {
+            "as_of_version" => AsOf::Version(
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| *v >= 1)
+                    .ok_or_else(|| {
+                        ApiError::BadRequest("as_of_version must be a version, 1 or more".into())
+                    })?,
+            ),
+            "as_of" => AsOf::Instant(parse_time("as_of", &value)?),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        };
+        if found.replace(point).is_some() {
+            return Err(ApiError::BadRequest(
+                "give one of as_of_version or as_of, once".into(),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Rebuilds a task's past state from its events (time travel).
+async fn task_as_of(
+    state: &AppState,
+    owner: &domain::UserId,
+    id: domain::TaskId,
+    point: AsOf,
+) -> Result<TaskRecord, ApiError> {
+    let events = state.store.history(owner, id).await?;
+    let included = events.iter().take_while(|e| match point {
+        AsOf::Version(_) => true,
+        AsOf::Instant(at) => e.event.occurred_at() <= at,
+    });
+    let limit = match point {
+        AsOf::Version(v) => usize::try_from(v).unwrap_or(usize::MAX),
+        AsOf::Instant(_) => usize::MAX,
+    };
+    let mut task = None;
+    let mut position = 0;
+    for recorded in included.take(limit) {
+        task = domain::evolve(task, &recorded.event);
+        position = recorded.position;
+    }
+    let task = task.ok_or(ApiError::NotFound)?;
+    if let AsOf::Version(v) = point {
+        if task.version != v {
+            return Err(ApiError::NotFound);
+        }
+    }
+    Ok(TaskRecord { task, position })
+}
+
+/// Read one task, now or as it was (`as_of_version` or `as_of`).
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "queries",
     params(
         ("id" = Uuid, Path, description = "Task id"),
+        ("as_of_version" = Option<u64>, Query, description = "Time travel: the task as it was at this version, rebuilt from its events", minimum = 1),
+        ("as_of" = Option<DateTime<Utc>>, Query, description = "Time travel: the task as it was at this instant (RFC 3339), rebuilt from its events"),
         ("Tm-Min-Position" = Option<u64>, Header, description = "Wait (bounded) until the read model has applied this stream position"),
     ),
     responses(
         (status = 200, description = "The task; `ETag` carries its version", body = TaskResponse),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task (or no such version / not yet created at that instant)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The read model did not reach Tm-Min-Position in time", body = Problem, content_type = "application/problem+json"),
     ),
@@ -52,12 +126,18 @@ pub async fn get_task(
     AuthUser(owner): AuthUser,
     Path(id): Path<String>,
     min: MinPosition,
+    RawQuery(raw): RawQuery,
 ) -> Result<(HeaderMap, Json<TaskResponse>), ApiError> {
     let id = task_id(&id)?;
-    wait_for_position(&state, min).await?;
-    let record = queries::get_task(&state.read_pool, &owner, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let record = match as_of(raw.as_deref())? {
+        Some(point) => task_as_of(&state, &owner, id, point).await?,
+        None => {
+            wait_for_position(&state, min).await?;
+            queries::get_task(&state.read_pool, &owner, id)
+                .await?
+                .ok_or(ApiError::NotFound)?
+        }
+    };
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.task.version)) {
         headers.insert(header::ETAG, etag);
