@@ -39,6 +39,12 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+    /// Events the projection could not apply: list, retry after a fix, or discard.
+    DeadLetters {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Mint a development token for a user.
     Token {
         /// The user id (1 to 64 characters of A-Z, a-z, 0-9, '_' or '-').
@@ -47,6 +53,25 @@ pub enum Command {
         /// Validity in hours.
         #[arg(long, default_value_t = 24)]
         hours: i64,
+    },
+}
+
+/// Dead-letter subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List them, oldest first.
+    List,
+    /// Rebuild their tasks from the log with the code deployed now.
+    Retry {
+        /// Only the dead letter at this stream position (default: all).
+        #[arg(long)]
+        position: Option<u64>,
+    },
+    /// Drop one for good; its task's later events apply again.
+    Discard {
+        /// The stream position of the dead letter.
+        #[arg(long)]
+        position: u64,
     },
 }
 
@@ -85,6 +110,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("stream {} is up to date", naming.stream());
             Ok(())
         }
+        Command::DeadLetters { command } => dead_letters(command, settings).await,
         Command::Token { user, hours } => {
             let user =
                 UserId::parse(&user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
@@ -133,4 +159,54 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
     );
     println!();
     app.run_until_stopped(app::shutdown_signal()).await
+}
+
+async fn dead_letters(command: DeadLetterCommand, settings: Settings) -> anyhow::Result<()> {
+    use projections::{dead_letters, TASKS_PROJECTION};
+    let pool = app::prepare_database(&settings).await?;
+    match command {
+        DeadLetterCommand::List => {
+            let letters = dead_letters::list(&pool, TASKS_PROJECTION).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in letters {
+                println!(
+                    "{:>10}  {}  {}  attempts={}  type={}  trace={}  error: {}",
+                    l.position,
+                    l.failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    l.subject,
+                    l.attempts,
+                    l.event_type.as_deref().unwrap_or("-"),
+                    l.trace_id.as_deref().unwrap_or("-"),
+                    l.error
+                );
+            }
+            Ok(())
+        }
+        DeadLetterCommand::Retry { position } => {
+            let client = app::connect_nats(&settings).await?;
+            let naming = eventstore::Naming::new(&settings.nats_prefix)?;
+            let store = eventstore::EventStore::open(client, naming, Default::default()).await?;
+            let report = dead_letters::retry(&pool, &store, TASKS_PROJECTION, position).await?;
+            println!(
+                "rebuilt {} task(s); {} dead letter(s) still failing",
+                report.rebuilt_tasks.len(),
+                report.still_failing.len()
+            );
+            if report.still_failing.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("still failing at positions {:?}", report.still_failing)
+            }
+        }
+        DeadLetterCommand::Discard { position } => {
+            if dead_letters::discard(&pool, TASKS_PROJECTION, position).await? {
+                println!("discarded the dead letter at position {position}");
+                Ok(())
+            } else {
+                anyhow::bail!("no dead letter at position {position}")
+            }
+        }
+    }
 }

@@ -224,3 +224,33 @@ fn sigterm_drains_requests_and_commits_the_projection_before_exiting() {
         "one row per applied create, none beyond the checkpoint"
     );
 }
+
+#[test]
+fn dead_letters_list_says_when_there_are_none_and_discard_refuses_unknown_positions() {
+    let db = testkit::TestDatabase::planned();
+    let output = taskmaster()
+        .env("DATABASE_URL", &db.url)
+        .args(["dead-letters", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim(),
+        "no dead letters"
+    );
+
+    let output = taskmaster()
+        .env("DATABASE_URL", &db.url)
+        .args(["dead-letters", "discard", "--position", "5"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap().trim(),
+        "error: no dead letter at position 5"
+    );
+}

@@ -291,33 +291,14 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::InvalidCursor => {
                 ApiError::BadRequest("cursor is invalid or was issued for another sort".into())
             }
-            ProjectionError::Database(cause) if is_outage(&cause) => ApiError::Unavailable {
-                dependency: "postgres",
-                cause: cause.to_string(),
-            },
+            ProjectionError::Database(cause) if projections::error::is_outage(&cause) => {
+                ApiError::Unavailable {
+                    dependency: "postgres",
+                    cause: cause.to_string(),
+                }
+            }
             other => ApiError::Internal(other.to_string()),
         }
-    }
-}
-
-/// Whether a database error means Postgres is unreachable or shutting down (503, retry) rather
-/// than a bug in a query (500).
-fn is_outage(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
-        // 57 (operator intervention, e.g. admin shutdown).
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            ["08", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        _ => false,
     }
 }
 

@@ -69,6 +69,11 @@ fn header<'h>(headers: Option<&'h HeaderMap>, name: &str) -> Option<&'h str> {
 }
 
 impl RawEvent<'_> {
+    /// A header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(self.headers, name)
+    }
+
     /// Decodes the message, upcasting old payload versions.
     pub fn decode(&self, naming: &Naming) -> Result<RecordedEvent, StoreError> {
         let corrupt = |source| StoreError::Corrupt {

@@ -1,5 +1,10 @@
 //! Projection checkpoints: the stream sequence of the last event a projection applied, stored
 //! in the same transaction as the rows it wrote.
+//!
+//! Every writer of a projection (a projector batch, a dead-letter retry) starts its transaction
+//! by locking the checkpoint row ([`lock_at`]), so writers of one projection are serialized and
+//! a projector whose checkpoint moved underneath it (another projector, a lost lease) fails
+//! instead of applying events twice.
 
 use sqlx::{PgExecutor, Postgres, Transaction};
 
@@ -19,35 +24,66 @@ pub async fn load<'e>(
     Ok(position.unwrap_or(0).max(0) as u64)
 }
 
-/// Moves the checkpoint from `from` to `to` inside the batch's transaction, and announces the
-/// new position to waiting readers (delivered on commit). Fails with
-/// [`ProjectionError::CheckpointMoved`] when the stored checkpoint is not `from`, which means
-/// another projector applied events meanwhile.
-pub async fn advance(
-    tx: &mut Transaction<'_, Postgres>,
+/// Makes sure the projection has a checkpoint row (at 0 when new), so it can be locked.
+pub async fn ensure<'e>(
+    executor: impl PgExecutor<'e>,
     projection: &str,
-    from: u64,
-    to: u64,
 ) -> Result<(), ProjectionError> {
-    let moved = sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, position, updated_at)
-         VALUES ($1, $3, now())
-         ON CONFLICT (projection) DO UPDATE
-            SET position = EXCLUDED.position, updated_at = now()
-          WHERE projection_checkpoints.position = $2",
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0)
+         ON CONFLICT (projection) DO NOTHING",
     )
     .bind(projection)
-    .bind(from as i64)
-    .bind(to as i64)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if moved != 1 {
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Locks the checkpoint row for the rest of the transaction and returns the position.
+pub async fn lock(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: &str,
+) -> Result<u64, ProjectionError> {
+    ensure(&mut **tx, projection).await?;
+    let position: i64 = sqlx::query_scalar(
+        "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(projection)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(position.max(0) as u64)
+}
+
+/// Locks the checkpoint and checks that it is still at `expected`; fails with
+/// [`ProjectionError::CheckpointMoved`] otherwise.
+pub async fn lock_at(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: &str,
+    expected: u64,
+) -> Result<(), ProjectionError> {
+    if lock(tx, projection).await? != expected {
         return Err(ProjectionError::CheckpointMoved {
             projection: projection.to_owned(),
-            expected: from,
+            expected,
         });
     }
+    Ok(())
+}
+
+/// Moves the locked checkpoint to `to` and announces it to waiting readers (Postgres delivers
+/// the notification on commit only).
+pub async fn set(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: &str,
+    to: u64,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE projection = $1",
+    )
+    .bind(projection)
+    .bind(to as i64)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(POSITION_CHANNEL)
         .bind(format!("{projection}:{to}"))

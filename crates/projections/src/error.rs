@@ -28,7 +28,44 @@ pub enum ProjectionError {
         /// What is wrong.
         reason: String,
     },
+    /// A stored event could not be decoded.
+    #[error("undecodable event: {0}")]
+    Undecodable(String),
     /// A list cursor that this server did not issue, or issued for another sort.
     #[error("invalid cursor")]
     InvalidCursor,
+}
+
+impl ProjectionError {
+    /// Whether the failure is about the infrastructure (Postgres or NATS unreachable, the
+    /// checkpoint moved) rather than about one event: retrying later, from the checkpoint, is
+    /// the cure, and no event should be dead-lettered for it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Database(e) => is_outage(e),
+            ProjectionError::Stream(_) | ProjectionError::CheckpointMoved { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether a database error means Postgres is unreachable or shutting down (retry later) rather
+/// than a statement that fails on its own (a bug, or data Postgres refuses).
+pub fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
+        // 57 (operator intervention, e.g. admin shutdown), 40 (serialization, deadlock).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "53", "57", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
 }

@@ -15,6 +15,7 @@
 //! # Layout
 //! - [`database`]: creating the database if missing and applying `migrations/`.
 //! - [`checkpoint`]: reading and advancing checkpoints.
+//! - [`dead_letters`]: events the projection could not apply, and retrying them.
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
 //! - [`projector`]: the loop that reads the stream from the checkpoint and applies batches.
 //! - [`queries`]: what the API reads: one task, filtered and paginated lists.
@@ -23,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod database;
+pub mod dead_letters;
 pub mod error;
 pub mod position;
 pub mod projector;

@@ -20,7 +20,7 @@ use telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
-use crate::{checkpoint, task_rows, TASKS_PROJECTION};
+use crate::{checkpoint, dead_letters, task_rows, TASKS_PROJECTION};
 
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct ProjectorOptions {
     pub min_backoff: Duration,
     /// Longest delay between restarts.
     pub max_backoff: Duration,
+    /// How often one event is tried before it becomes a dead letter.
+    pub attempts_before_dead_letter: u32,
 }
 
 impl Default for ProjectorOptions {
@@ -39,6 +41,7 @@ impl Default for ProjectorOptions {
             max_batch: 1_000,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            attempts_before_dead_letter: 3,
         }
     }
 }
@@ -101,6 +104,7 @@ impl Projector {
         shutdown: &CancellationToken,
         backoff: &mut Duration,
     ) -> Result<(), ProjectionError> {
+        checkpoint::ensure(&self.pool, TASKS_PROJECTION).await?;
         let mut position = checkpoint::load(&self.pool, TASKS_PROJECTION).await?;
         self.metrics
             .projection_position
@@ -157,7 +161,11 @@ impl Projector {
         }
     }
 
-    /// Applies one batch of stream messages in one transaction; returns the new checkpoint.
+    /// Applies one batch of stream messages; returns the new checkpoint.
+    ///
+    /// The whole batch goes in one transaction. If that fails for a reason other than an
+    /// outage, some event in it is poison: the batch is replayed one event at a time, each
+    /// retried with backoff, and an event that still fails becomes a dead letter.
     #[tracing::instrument(skip_all, fields(from = position, size = messages.len()), err)]
     async fn apply(
         &self,
@@ -165,8 +173,7 @@ impl Projector {
         messages: &[async_nats::jetstream::Message],
     ) -> Result<u64, ProjectionError> {
         let started = Instant::now();
-        let mut events: Vec<RecordedEvent> = Vec::with_capacity(messages.len());
-        let mut last = position;
+        let mut items = Vec::with_capacity(messages.len());
         let mut pending = 0;
         for message in messages {
             let Some(raw) = RawEvent::from_consumer(message) else {
@@ -175,28 +182,28 @@ impl Projector {
             if raw.sequence <= position {
                 continue;
             }
-            last = last.max(raw.sequence);
             pending = message.info().map(|i| i.pending).unwrap_or(0);
-            match raw.decode(&self.naming) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    tracing::error!(sequence = raw.sequence, subject = raw.subject, %error, "skipping an event the projection cannot decode");
-                    self.metrics.projection_skipped.get_or_create(&LABELS).inc();
+            let decoded = raw.decode(&self.naming).map_err(|e| e.to_string());
+            items.push(Item { raw, decoded });
+        }
+        let Some(last) = items.last().map(|i| i.raw.sequence) else {
+            return Ok(position);
+        };
+        match self.commit(position, last, &items, None).await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "a batch failed; applying its events one by one");
+                let mut at = position;
+                for item in &items {
+                    at = self.apply_one(at, item).await?;
                 }
             }
         }
-        if last == position {
-            return Ok(position);
-        }
-        let mut tx = self.pool.begin().await?;
-        task_rows::apply_batch(&mut tx, &events).await?;
-        checkpoint::advance(&mut tx, TASKS_PROJECTION, position, last).await?;
-        tx.commit().await?;
-
         self.metrics
             .projection_events
             .get_or_create(&LABELS)
-            .inc_by(events.len() as u64);
+            .inc_by(items.len() as u64);
         self.metrics
             .projection_position
             .get_or_create(&LABELS)
@@ -211,4 +218,110 @@ impl Projector {
             .observe(started.elapsed().as_secs_f64());
         Ok(last)
     }
+
+    /// Applies one event, retrying with backoff; dead-letters it when it keeps failing.
+    async fn apply_one(&self, position: u64, item: &Item<'_>) -> Result<u64, ProjectionError> {
+        let to = item.raw.sequence;
+        let mut backoff = self.options.min_backoff;
+        let mut attempt = 1;
+        loop {
+            let error = match self
+                .commit(position, to, std::slice::from_ref(item), None)
+                .await
+            {
+                Ok(()) => return Ok(to),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => error,
+            };
+            if attempt >= self.options.attempts_before_dead_letter {
+                self.commit(
+                    position,
+                    to,
+                    &[],
+                    Some((item, error.to_string(), attempt as i32)),
+                )
+                .await?;
+                return Ok(to);
+            }
+            tracing::warn!(sequence = to, attempt, %error, "applying an event failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+            attempt += 1;
+        }
+    }
+
+    /// One transaction: lock the checkpoint at `from`, dead-letter what cannot be decoded (and
+    /// `dead`, if given), apply the rest except quarantined tasks, move the checkpoint to `to`.
+    async fn commit(
+        &self,
+        from: u64,
+        to: u64,
+        items: &[Item<'_>],
+        dead: Option<(&Item<'_>, String, i32)>,
+    ) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        checkpoint::lock_at(&mut tx, TASKS_PROJECTION, from).await?;
+        let mut quarantined = dead_letters::quarantined(&mut tx, TASKS_PROJECTION).await?;
+        let mut failures: Vec<(&Item<'_>, String, i32)> = dead.into_iter().collect();
+        let mut events = Vec::with_capacity(items.len());
+        for item in items {
+            match &item.decoded {
+                Ok(event) if quarantined.contains(&event.task_id.0) => {}
+                Ok(event) => events.push(event.clone()),
+                Err(error) => failures.push((item, error.clone(), 1)),
+            }
+        }
+        for (item, error, attempts) in &failures {
+            let raw = &item.raw;
+            let task_id = self.naming.parse_subject(raw.subject).map(|(_, t)| t.0);
+            let trace_id = raw
+                .header(eventstore::headers::TRACEPARENT)
+                .and_then(telemetry::trace_context::parse_trace_id);
+            tracing::error!(
+                sequence = raw.sequence,
+                subject = raw.subject,
+                trace_id,
+                %error,
+                "dead-lettering an event the projection cannot apply; its task is skipped until retried"
+            );
+            dead_letters::record(
+                &mut tx,
+                TASKS_PROJECTION,
+                &dead_letters::Failure {
+                    position: raw.sequence,
+                    subject: raw.subject,
+                    task_id,
+                    event_type: raw.header(eventstore::headers::EVENT_TYPE),
+                    event_version: raw
+                        .header(eventstore::headers::EVENT_VERSION)
+                        .and_then(|v| v.parse().ok()),
+                    payload: raw.payload,
+                    trace_id,
+                    error: error.clone(),
+                    attempts: *attempts,
+                },
+            )
+            .await?;
+            if let Some(task_id) = task_id {
+                quarantined.insert(task_id);
+            }
+        }
+        events.retain(|e| !quarantined.contains(&e.task_id.0));
+        task_rows::apply_batch(&mut tx, &events).await?;
+        checkpoint::set(&mut tx, TASKS_PROJECTION, to).await?;
+        tx.commit().await?;
+        if !failures.is_empty() {
+            self.metrics
+                .projection_dead_letters
+                .get_or_create(&LABELS)
+                .inc_by(failures.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// A stream message and what decoding it gave.
+struct Item<'a> {
+    raw: RawEvent<'a>,
+    decoded: Result<RecordedEvent, String>,
 }

@@ -192,6 +192,25 @@ pub async fn apply_batch(
     Ok(changed.len())
 }
 
+/// Replaces one task's row with `record` (or removes it when the task has no state), for
+/// rebuilding a single task from its events.
+pub async fn replace(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: TaskId,
+    record: Option<&TaskRecord>,
+) -> Result<(), ProjectionError> {
+    match record {
+        Some(record) => upsert(tx, &[record]).await,
+        None => {
+            sqlx::query("DELETE FROM tasks WHERE id = $1")
+                .bind(task_id.0)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
 /// Writes rows with one `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE`.
 async fn upsert(
     tx: &mut Transaction<'_, Postgres>,

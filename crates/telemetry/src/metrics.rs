@@ -67,8 +67,8 @@ pub struct Metrics {
     pub projection_lag: Family<ProjectionLabels, Gauge>,
     /// Events applied by each projection.
     pub projection_events: Family<ProjectionLabels, Counter>,
-    /// Events each projection could not decode and skipped.
-    pub projection_skipped: Family<ProjectionLabels, Counter>,
+    /// Events each projection could not apply and recorded as dead letters.
+    pub projection_dead_letters: Family<ProjectionLabels, Counter>,
     /// Duration of each projection batch transaction.
     pub projection_batch_duration: Family<ProjectionLabels, Histogram>,
 }
@@ -90,7 +90,7 @@ impl Metrics {
         let projection_position = Family::<ProjectionLabels, Gauge>::default();
         let projection_lag = Family::<ProjectionLabels, Gauge>::default();
         let projection_events = Family::<ProjectionLabels, Counter>::default();
-        let projection_skipped = Family::<ProjectionLabels, Counter>::default();
+        let projection_dead_letters = Family::<ProjectionLabels, Counter>::default();
         let projection_batch_duration = Family::<ProjectionLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> _,
         );
@@ -121,9 +121,9 @@ impl Metrics {
             projection_events.clone(),
         );
         registry.register(
-            "projection_skipped_events",
-            "Events the projection could not decode and skipped",
-            projection_skipped.clone(),
+            "projection_dead_letters",
+            "Events the projection could not apply and recorded as dead letters",
+            projection_dead_letters.clone(),
         );
         registry.register(
             "projection_batch_duration_seconds",
@@ -138,7 +138,7 @@ impl Metrics {
             projection_position,
             projection_lag,
             projection_events,
-            projection_skipped,
+            projection_dead_letters,
             projection_batch_duration,
         }
     }
