@@ -39,6 +39,9 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+    /// Recompute every task from the event log and compare it with the read model; exit 1 on
+    /// any difference.
+    Verify,
     /// Events the projection could not apply: list, retry after a fix, or discard.
     DeadLetters {
         /// What to do with them.
@@ -110,6 +113,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("stream {} is up to date", naming.stream());
             Ok(())
         }
+        Command::Verify => verify(settings).await,
         Command::DeadLetters { command } => dead_letters(command, settings).await,
         Command::Token { user, hours } => {
             let user =
@@ -208,5 +212,55 @@ async fn dead_letters(command: DeadLetterCommand, settings: Settings) -> anyhow:
                 anyhow::bail!("no dead letter at position {position}")
             }
         }
+    }
+}
+
+async fn verify(settings: Settings) -> anyhow::Result<()> {
+    use projections::verify::Difference;
+    let pool = app::prepare_database(&settings).await?;
+    let client = app::connect_nats(&settings).await?;
+    let naming = eventstore::Naming::new(&settings.nats_prefix)?;
+    let store = eventstore::EventStore::open(client, naming, Default::default()).await?;
+    let report = projections::verify::verify(&pool, &store).await?;
+    for difference in &report.differences {
+        match difference {
+            Difference::Missing { task_id } => {
+                println!("task {task_id}: missing from the read model")
+            }
+            Difference::Unexpected { task_id } => {
+                println!("task {task_id}: in the read model but not implied by the log")
+            }
+            Difference::Fields { task_id, fields } => {
+                for f in fields {
+                    println!(
+                        "task {task_id}: {}: log says {}, read model has {}",
+                        f.field, f.expected, f.actual
+                    );
+                }
+            }
+        }
+    }
+    for position in &report.undecodable {
+        println!("event at position {position} cannot be decoded");
+    }
+    println!(
+        "verified {} task(s) from {} event(s) at position {}: {}",
+        report.tasks,
+        report.events,
+        report.position,
+        if report.is_clean() {
+            "clean"
+        } else {
+            "DIFFERENCES"
+        }
+    );
+    if report.is_clean() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the read model differs from the log: {} task(s), {} undecodable event(s)",
+            report.differences.len(),
+            report.undecodable.len()
+        )
     }
 }

@@ -254,3 +254,49 @@ fn dead_letters_list_says_when_there_are_none_and_discard_refuses_unknown_positi
         "error: no dead letter at position 5"
     );
 }
+
+#[test]
+fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
+    let db = testkit::TestDatabase::planned();
+    let scope = testkit::NatsScope::new();
+    let run = |args: &[&str]| {
+        taskmaster()
+            .env("DATABASE_URL", &db.url)
+            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["nats", "apply"]).status.success());
+    let clean = run(&["verify"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(String::from_utf8(clean.stdout).unwrap().contains(": clean"));
+
+    // A row the log does not imply.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = projections::database::connect(&db.url, 1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
+             VALUES ($1, 'ghost', 'not in the log', 'open', now(), now(), 1, 1)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+    let dirty = run(&["verify"]);
+    assert_eq!(dirty.status.code(), Some(1));
+    let stdout = String::from_utf8(dirty.stdout).unwrap();
+    assert!(
+        stdout.contains("in the read model but not implied by the log"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8(dirty.stderr)
+        .unwrap()
+        .starts_with("error: the read model differs"));
+}

@@ -146,6 +146,42 @@ impl EventStore {
         Ok(info.state.last_sequence)
     }
 
+    /// Every event of the stream from sequence `from` on, in order, through an ordered
+    /// consumer; the stream never ends by itself (it follows new events), so callers stop at
+    /// the position they want (see [`EventStore::head_position`]). Undecodable events come as
+    /// `Err(StoreError::Corrupt)` items, so a reader can report them and go on.
+    pub async fn read_from(
+        &self,
+        from: u64,
+    ) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>> + use<>, StoreError>
+    {
+        let deliver_policy = if from <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            }
+        };
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.naming.all_events(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(StoreError::unavailable)?;
+        let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let naming = self.naming.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = match message {
+                Err(e) => Some(Err(StoreError::unavailable(e))),
+                Ok(message) => RawEvent::from_consumer(&message).map(|raw| raw.decode(&naming)),
+            };
+            futures::future::ready(item)
+        }))
+    }
+
     /// Decides `command` against the task's current state and appends the resulting event.
     ///
     /// `expected_version` is the client's `If-Match`. Losing a race to another writer makes the

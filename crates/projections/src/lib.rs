@@ -19,6 +19,7 @@
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
 //! - [`projector`]: the loop that reads the stream from the checkpoint and applies batches.
 //! - [`queries`]: what the API reads: one task, filtered and paginated lists.
+//! - [`verify`]: the read model compared with what the log implies, field by field.
 //! - [`position`]: waiting until the read model reaches a position (read-your-writes).
 //! - [`error`]: the crate's one error enum.
 
@@ -30,6 +31,7 @@ pub mod position;
 pub mod projector;
 pub mod queries;
 pub mod task_rows;
+pub mod verify;
 
 pub use error::ProjectionError;
 pub use position::PositionWatch;

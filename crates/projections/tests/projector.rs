@@ -264,3 +264,70 @@ async fn a_second_projector_racing_on_the_checkpoint_cannot_apply_a_batch_twice(
     let total_versions: u64 = rows.values().map(|r| r.task.version).sum();
     assert_eq!(total_versions, head);
 }
+
+#[tokio::test]
+async fn verify_names_every_tampered_missing_and_stray_row() {
+    let world = world().await;
+    let owner = UserId::parse("heidi").unwrap();
+    write_history(world.store.clone(), owner.clone(), 4, 2).await;
+    let head = world.store.head_position().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let projector = new_projector(&world);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    wait_for_checkpoint(&world.pool, head).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(projections::verify::verify(&world.pool, &world.store)
+        .await
+        .unwrap()
+        .is_clean());
+
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    let mut ids: Vec<TaskId> = rows.keys().copied().collect();
+    ids.sort();
+    sqlx::query("UPDATE tasks SET title = 'tampered', tracked_seconds = 7 WHERE id = $1")
+        .bind(ids[0].0)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tasks WHERE id = $1")
+        .bind(ids[1].0)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let stray = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
+         SELECT $1, owner_id, 'stray', status, created_at, updated_at, 1, position FROM tasks WHERE id = $2",
+    )
+    .bind(stray)
+    .bind(ids[2].0)
+    .execute(&world.pool)
+    .await
+    .unwrap();
+
+    let report = projections::verify::verify(&world.pool, &world.store)
+        .await
+        .unwrap();
+    assert!(!report.is_clean());
+    use projections::verify::Difference;
+    let fields_of = |id: uuid::Uuid| {
+        report.differences.iter().find_map(|d| match d {
+            Difference::Fields { task_id, fields } if *task_id == id => {
+                Some(fields.iter().map(|f| f.field).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(fields_of(ids[0].0), Some(vec!["title", "tracked_seconds"]));
+    assert!(report
+        .differences
+        .contains(&Difference::Missing { task_id: ids[1].0 }));
+    assert!(report
+        .differences
+        .contains(&Difference::Unexpected { task_id: stray }));
+    assert_eq!(report.differences.len(), 3);
+}
