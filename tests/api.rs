@@ -16,7 +16,7 @@ async fn create_then_read_your_write_then_a_stale_if_match_is_a_409() {
             &token,
             json!({"title": "  Write the report ", "priority": "high", "estimate_minutes": 90,
                    "tags": ["work", "work", "writing"], "due_at": "2030-01-02T03:04:05Z",
-                   "description": "numbers"}),
+                   "description": "numbers", "time_zone": "Europe/Paris"}),
         )
         .await;
     assert_eq!(response.status(), 201);
@@ -37,6 +37,7 @@ async fn create_then_read_your_write_then_a_stale_if_match_is_a_409() {
     assert_eq!(task["tags"], json!(["work", "writing"]));
     assert_eq!(task["status"], "open");
     assert_eq!(task["due_at"], "2030-01-02T03:04:05Z");
+    assert_eq!(task["time_zone"], "Europe/Paris");
     assert_eq!(task["version"], 1);
     assert!(task["prediction"].is_null());
 
@@ -295,6 +296,14 @@ async fn bad_requests_get_precise_problem_answers() {
     )
     .await;
     assert_eq!(unknown["errors"][0]["field"], "priorty");
+    let zone = problem(
+        post(br#"{"title": "ok", "time_zone": "Mars/Olympus Mons"}"#.to_vec())
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(zone["errors"][0]["field"], "time_zone");
     let wrong_type = problem(
         post(br#"{"title": "ok", "tags": "bug"}"#.to_vec())
             .await

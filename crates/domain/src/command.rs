@@ -3,7 +3,7 @@
 //! was issued, so `decide` never reads a clock.
 
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
 };
 
 /// Every command of the Task aggregate.
@@ -59,6 +59,8 @@ pub struct CreateTask {
     pub estimate_minutes: Option<EffortMinutes>,
     /// Tags, deduplicated.
     pub tags: Vec<Tag>,
+    /// The owner's time zone.
+    pub time_zone: TimeZoneName,
     /// When the command was issued.
     pub at: Timestamp,
 }

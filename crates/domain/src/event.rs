@@ -13,10 +13,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::DecodeError;
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
 };
 
-/// A task came into existence.
+/// A task came into existence (version 2: with the owner's time zone).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
@@ -42,8 +42,64 @@ pub struct TaskCreated {
     #[serde(default)]
     #[schemars(length(max = 20))]
     pub tags: Vec<Tag>,
+    /// The owner's time zone when the task was created.
+    pub time_zone: TimeZoneName,
     /// When it was created.
     pub occurred_at: Timestamp,
+}
+
+/// Earlier payload versions, kept so stored events stay readable, with their upcasters.
+pub mod v1 {
+    use super::*;
+
+    /// A task came into existence (version 1: before time zones were recorded).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskCreated")]
+    pub struct TaskCreated {
+        /// The task.
+        pub task_id: TaskId,
+        /// Who owns it (also the `<owner_id>` token of the subject).
+        pub owner_id: UserId,
+        /// Its title.
+        pub title: TaskTitle,
+        /// Its description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<Description>,
+        /// Its priority, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub priority: Option<Priority>,
+        /// When it is due, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub due_at: Option<Timestamp>,
+        /// The owner's estimate of the effort, in minutes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub estimate_minutes: Option<EffortMinutes>,
+        /// Its tags.
+        #[serde(default)]
+        #[schemars(length(max = 20))]
+        pub tags: Vec<Tag>,
+        /// When it was created.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 2: tasks created before zones were recorded count as UTC.
+    impl From<TaskCreated> for super::TaskCreated {
+        fn from(v1: TaskCreated) -> Self {
+            super::TaskCreated {
+                task_id: v1.task_id,
+                owner_id: v1.owner_id,
+                title: v1.title,
+                description: v1.description,
+                priority: v1.priority,
+                due_at: v1.due_at,
+                estimate_minutes: v1.estimate_minutes,
+                tags: v1.tags,
+                time_zone: TimeZoneName::utc(),
+                occurred_at: v1.occurred_at,
+            }
+        }
+    }
 }
 
 /// Reads a field that may be absent (no change), `null` (cleared) or a value (set).
@@ -175,7 +231,7 @@ pub enum TaskEvent {
 
 /// The `(event_type, event_version)` pairs that this code writes today.
 pub const CURRENT_VERSIONS: [(&str, u32); 7] = [
-    ("TaskCreated", 1),
+    ("TaskCreated", 2),
     ("TaskUpdated", 1),
     ("TaskStarted", 1),
     ("TaskPaused", 1),
@@ -207,7 +263,10 @@ impl TaskEvent {
 
     /// The version of the payload shape this code writes.
     pub fn event_version(&self) -> u32 {
-        1
+        match self {
+            TaskEvent::Created(_) => 2,
+            _ => 1,
+        }
     }
 
     /// The task the event is about.
@@ -255,7 +314,10 @@ impl TaskEvent {
     /// current shape.
     pub fn decode(event_type: &str, version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         let event = match (event_type, version) {
-            ("TaskCreated", 1) => TaskEvent::Created(parse("TaskCreated", payload)?),
+            ("TaskCreated", 1) => {
+                TaskEvent::Created(parse::<v1::TaskCreated>("TaskCreated", payload)?.into())
+            }
+            ("TaskCreated", 2) => TaskEvent::Created(parse("TaskCreated", payload)?),
             ("TaskUpdated", 1) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
             ("TaskStarted", 1) => TaskEvent::Started(parse("TaskStarted", payload)?),
             ("TaskPaused", 1) => TaskEvent::Paused(parse("TaskPaused", payload)?),
@@ -273,14 +335,15 @@ impl TaskEvent {
         Ok(event)
     }
 
-    /// The JSON Schema of every published `(event_type, version)`, generated from the Rust
+    /// The JSON Schema of every published `(event_type, version)`, old versions included, generated from the Rust
     /// types. `events/` holds exactly these; a test fails when the two drift apart.
     pub fn schemas() -> Vec<(&'static str, u32, serde_json::Value)> {
         fn schema<T: JsonSchema>() -> serde_json::Value {
             serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize")
         }
         vec![
-            ("TaskCreated", 1, schema::<TaskCreated>()),
+            ("TaskCreated", 1, schema::<v1::TaskCreated>()),
+            ("TaskCreated", 2, schema::<TaskCreated>()),
             ("TaskUpdated", 1, schema::<TaskUpdated>()),
             ("TaskStarted", 1, schema::<TaskStarted>()),
             ("TaskPaused", 1, schema::<TaskPaused>()),
@@ -319,6 +382,20 @@ mod tests {
         assert!(json.get("due_at").is_none());
         let back = TaskEvent::decode("TaskUpdated", 1, &event.encode()).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_v1_creation_is_upcast_to_v2_in_utc() {
+        let v1 = br#"{"task_id":"00000000-0000-0000-0000-000000000001","owner_id":"amy","title":"Old","tags":["x"],"occurred_at":"2025-01-01T00:00:00Z"}"#;
+        let TaskEvent::Created(created) = TaskEvent::decode("TaskCreated", 1, v1).unwrap() else {
+            panic!("a creation")
+        };
+        assert_eq!(created.time_zone, TimeZoneName::utc());
+        assert_eq!(created.title.as_str(), "Old");
+        // A v1 payload is not a valid v2 payload, and the other way round.
+        assert!(TaskEvent::decode("TaskCreated", 2, v1).is_err());
+        let v2 = TaskEvent::Created(created).encode();
+        assert!(TaskEvent::decode("TaskCreated", 1, &v2).is_err());
     }
 
     #[test]

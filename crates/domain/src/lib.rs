@@ -31,6 +31,6 @@ pub use event::{
 };
 pub use task::{decide, evolve, replay, Task, TaskStatus};
 pub use values::{
-    Description, DueAt, EffortMinutes, FromTrusted, Priority, Tag, TaskId, TaskTitle, Timestamp,
-    UserId,
+    Description, DueAt, EffortMinutes, FromTrusted, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
+    Timestamp, UserId,
 };

@@ -14,7 +14,7 @@ use crate::event::{
     TaskUpdated,
 };
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, Timestamp, UserId,
+    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
 };
 
 /// Where a task is in its life.
@@ -80,6 +80,8 @@ pub struct Task {
     pub estimate_minutes: Option<EffortMinutes>,
     /// Tags.
     pub tags: Vec<Tag>,
+    /// The owner's time zone at creation.
+    pub time_zone: TimeZoneName,
     /// Life-cycle status.
     pub status: TaskStatus,
     /// When it was created.
@@ -164,6 +166,7 @@ fn created(create: &CreateTask) -> TaskEvent {
         due_at: create.due_at,
         estimate_minutes: create.estimate_minutes,
         tags: create.tags.clone(),
+        time_zone: create.time_zone.clone(),
         occurred_at: create.at,
     })
 }
@@ -225,6 +228,7 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 due_at: e.due_at,
                 estimate_minutes: e.estimate_minutes,
                 tags: e.tags.clone(),
+                time_zone: e.time_zone.clone(),
                 status: TaskStatus::Open,
                 created_at: e.occurred_at,
                 updated_at: e.occurred_at,

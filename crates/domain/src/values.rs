@@ -287,6 +287,54 @@ impl Priority {
     }
 }
 
+/// An IANA time zone name (`Europe/Paris`, `America/Argentina/Buenos_Aires`) or `UTC`: the
+/// zone the owner works in, so that "due today" and "hour of day" mean their day and their
+/// hours. Only the shape is checked here; the name is not looked up in a zone database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct TimeZoneName(
+    #[schemars(
+        regex(pattern = r"^(UTC|[A-Z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2})$"),
+        length(max = 64)
+    )]
+    String,
+);
+
+impl TimeZoneName {
+    /// Coordinated Universal Time, the zone of tasks created before zones were recorded.
+    pub fn utc() -> Self {
+        Self("UTC".into())
+    }
+
+    /// Checks the shape of a zone name.
+    pub fn parse(input: &str) -> Result<Self, FieldError> {
+        let segment = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+        };
+        let parts: Vec<&str> = input.split('/').collect();
+        let valid = input == "UTC"
+            || (input.len() <= 64
+                && (2..=3).contains(&parts.len())
+                && parts.iter().all(|p| segment(p))
+                && parts[0].starts_with(|c: char| c.is_ascii_uppercase()));
+        if valid {
+            Ok(Self(input.to_owned()))
+        } else {
+            Err(FieldError::new(
+                "time_zone",
+                "must be UTC or an IANA zone name such as Europe/Paris",
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A due date. Any instant between the years 1970 and 9999, so that every store we use
 /// (Postgres `timestamptz`, RFC 3339 text) can hold it unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -330,6 +378,11 @@ impl FromTrusted<String> for Description {
     }
 }
 impl FromTrusted<String> for Tag {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<String> for TimeZoneName {
     fn from_trusted(value: String) -> Self {
         Self(value)
     }
@@ -397,6 +450,33 @@ mod tests {
         assert!(UserId::parse("alice_01-x").is_ok());
         for bad in ["", "a.b", "a*", "a>", "a b", &"x".repeat(65)] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn time_zones_are_utc_or_shaped_like_iana_names() {
+        for good in [
+            "UTC",
+            "Europe/Paris",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+        ] {
+            assert!(TimeZoneName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "utc",
+            "Paris",
+            "europe/paris",
+            "Europe/",
+            "A/B/C/D",
+            "Europe/Par is",
+        ] {
+            assert_eq!(
+                TimeZoneName::parse(bad).unwrap_err().field,
+                "time_zone",
+                "{bad}"
+            );
         }
     }
 

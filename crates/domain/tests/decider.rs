@@ -64,6 +64,7 @@ fn create_command() -> CreateTask {
         due_at: Some(t(24 * 60)),
         estimate_minutes: Some(EffortMinutes::parse(90, "estimate_minutes").unwrap()),
         tags: Tag::parse_list(&["work", "writing"]).unwrap(),
+        time_zone: TimeZoneName::parse("Europe/Paris").unwrap(),
         at: t(0),
     }
 }
@@ -79,6 +80,7 @@ fn created() -> TaskEvent {
         due_at: c.due_at,
         estimate_minutes: c.estimate_minutes,
         tags: c.tags,
+        time_zone: c.time_zone,
         occurred_at: t(0),
     })
 }

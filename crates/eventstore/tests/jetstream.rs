@@ -46,6 +46,7 @@ fn create(owner: &UserId, id: TaskId) -> TaskCommand {
         due_at: Some(at(600)),
         estimate_minutes: Some(EffortMinutes::parse(120, "estimate_minutes").unwrap()),
         tags: Tag::parse_list(&["release"]).unwrap(),
+        time_zone: TimeZoneName::utc(),
         at: at(0),
     })
 }
@@ -227,9 +228,6 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
     let scope = NatsScope::new();
     let store = open_store(&scope).await;
     let naming = store.naming().clone();
-    let outside = scope.client().await;
-    let mut subscriber = outside.subscribe(naming.all_events()).await.unwrap();
-    outside.flush().await.unwrap();
 
     let owner = UserId::parse("dave").unwrap();
     let id = TaskId(uuid::Uuid::now_v7());
@@ -263,12 +261,25 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
         metas.push(meta);
     }
 
+    // The outside consumer: plain async-nats, an ordered JetStream consumer on the stream. (A
+    // core subscription would also see appends JetStream refused, e.g. on a version conflict.)
+    let outside = async_nats::jetstream::new(scope.client().await);
+    let stream = outside.get_stream(naming.stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: naming.all_events(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut subscriber = consumer.messages().await.unwrap();
     let events_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
     let mut seen_types = Vec::new();
     for meta in &metas {
         let message = tokio::time::timeout(std::time::Duration::from_secs(5), subscriber.next())
             .await
             .expect("the event arrives")
+            .unwrap()
             .unwrap();
         assert_eq!(message.subject.as_str(), naming.task_subject(&owner, id));
         let headers = message.headers.as_ref().expect("events carry headers");

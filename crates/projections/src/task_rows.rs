@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use domain::{
     Description, EffortMinutes, FromTrusted, Priority, Tag, Task, TaskId, TaskStatus, TaskTitle,
-    UserId,
+    TimeZoneName, UserId,
 };
 use eventstore::RecordedEvent;
 use sqlx::{PgExecutor, Postgres, Transaction};
@@ -37,6 +37,8 @@ pub struct TaskRow {
     pub estimate_minutes: Option<i32>,
     /// Tags.
     pub tags: Vec<String>,
+    /// The owner's time zone.
+    pub time_zone: String,
     /// Status name.
     pub status: String,
     /// Creation time.
@@ -61,7 +63,7 @@ pub struct TaskRow {
 
 /// The columns every query selects, in [`TaskRow`] order.
 pub const TASK_COLUMNS: &str = "id, owner_id, title, description, priority, due_at, \
-    estimate_minutes, tags, status, created_at, updated_at, started_at, tracked_seconds, \
+    estimate_minutes, tags, time_zone, status, created_at, updated_at, started_at, tracked_seconds, \
     completed_at, actual_minutes, archived_at, version, position";
 
 /// A task as the read model holds it.
@@ -101,6 +103,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             due_at: row.due_at,
             estimate_minutes: minutes(row.estimate_minutes)?,
             tags: row.tags.iter().cloned().map(Tag::from_trusted).collect(),
+            time_zone: TimeZoneName::from_trusted(row.time_zone.clone()),
             status,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -228,6 +231,7 @@ async fn upsert(
     let mut due_at = Vec::with_capacity(n);
     let mut estimate = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
+    let mut time_zone = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
     let mut created_at = Vec::with_capacity(n);
     let mut updated_at = Vec::with_capacity(n);
@@ -250,6 +254,7 @@ async fn upsert(
         tags.push(serde_json::Value::from(
             task.tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         ));
+        time_zone.push(task.time_zone.as_str().to_owned());
         status.push(task.status.as_str());
         created_at.push(task.created_at);
         updated_at.push(task.updated_at);
@@ -264,18 +269,19 @@ async fn upsert(
     sqlx::query(
         "INSERT INTO tasks (id, owner_id, title, description, priority, due_at, estimate_minutes,
                             tags, status, created_at, updated_at, started_at, tracked_seconds,
-                            completed_at, actual_minutes, archived_at, version, position)
+                            completed_at, actual_minutes, archived_at, version, position,
+                            time_zone)
          SELECT u.id, u.owner_id, u.title, u.description, u.priority, u.due_at, u.estimate_minutes,
                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.status, u.created_at,
                 u.updated_at, u.started_at, u.tracked_seconds, u.completed_at, u.actual_minutes,
-                u.archived_at, u.version, u.position
+                u.archived_at, u.version, u.position, u.time_zone
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::timestamptz[], $7::int4[], $8::jsonb[], $9::text[], $10::timestamptz[],
                        $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::timestamptz[],
-                       $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[])
+                       $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[])
              AS u(id, owner_id, title, description, priority, due_at, estimate_minutes, tags,
                   status, created_at, updated_at, started_at, tracked_seconds, completed_at,
-                  actual_minutes, archived_at, version, position)
+                  actual_minutes, archived_at, version, position, time_zone)
          ON CONFLICT (id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, title = EXCLUDED.title,
              description = EXCLUDED.description, priority = EXCLUDED.priority,
@@ -284,7 +290,8 @@ async fn upsert(
              updated_at = EXCLUDED.updated_at, started_at = EXCLUDED.started_at,
              tracked_seconds = EXCLUDED.tracked_seconds, completed_at = EXCLUDED.completed_at,
              actual_minutes = EXCLUDED.actual_minutes, archived_at = EXCLUDED.archived_at,
-             version = EXCLUDED.version, position = EXCLUDED.position",
+             version = EXCLUDED.version, position = EXCLUDED.position,
+             time_zone = EXCLUDED.time_zone",
     )
     .bind(id)
     .bind(owner)
@@ -304,6 +311,7 @@ async fn upsert(
     .bind(archived_at)
     .bind(version)
     .bind(position)
+    .bind(time_zone)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -110,6 +110,11 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
     );
     field("tags", format!("{:?}", e.tags), format!("{:?}", a.tags));
     field(
+        "time_zone",
+        format!("{:?}", e.time_zone),
+        format!("{:?}", a.time_zone),
+    );
+    field(
         "status",
         format!("{:?}", e.status),
         format!("{:?}", a.status),

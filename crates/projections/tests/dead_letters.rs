@@ -34,6 +34,7 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
         due_at: None,
         estimate_minutes: None,
         tags: vec![],
+        time_zone: TimeZoneName::utc(),
         at: Utc::now(),
     });
     store

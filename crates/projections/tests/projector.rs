@@ -91,6 +91,7 @@ async fn write_history(store: Arc<EventStore>, owner: UserId, tasks: usize, roun
             due_at: None,
             estimate_minutes: EffortMinutes::parse(30 + i as i64, "estimate_minutes").ok(),
             tags: Tag::parse_list(&["load"]).unwrap(),
+            time_zone: TimeZoneName::utc(),
             at: at(0),
         });
         store

@@ -153,6 +153,7 @@ pub async fn create_task(
         due_at: new.due_at,
         estimate_minutes: new.estimate_minutes,
         tags: new.tags,
+        time_zone: new.time_zone,
         at: Utc::now(),
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;

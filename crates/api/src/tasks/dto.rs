@@ -1,7 +1,9 @@
 //! The JSON shapes of the task endpoints, with their OpenAPI schemas and limits.
 
 use chrono::{DateTime, Utc};
-use domain::{Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle};
+use domain::{
+    Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle, TimeZoneName,
+};
 use eventstore::RecordedEvent;
 use projections::task_rows::TaskRecord;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -68,6 +70,9 @@ pub struct CreateTaskRequest {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub tags: Vec<String>,
+    /// The IANA time zone the owner works in (default `UTC`), e.g. `Europe/Paris`.
+    #[schema(max_length = 64, example = "Europe/Paris")]
+    pub time_zone: Option<String>,
 }
 
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -147,6 +152,7 @@ pub(crate) struct NewTask {
     pub due_at: Option<DateTime<Utc>>,
     pub estimate_minutes: Option<EffortMinutes>,
     pub tags: Vec<Tag>,
+    pub time_zone: TimeZoneName,
 }
 
 impl CreateTaskRequest {
@@ -166,15 +172,20 @@ impl CreateTaskRequest {
             .estimate_minutes
             .and_then(|m| checks.take(EffortMinutes::parse(m, "estimate_minutes")));
         let tags = checks.take(Tag::parse_list(&self.tags));
+        let time_zone = match &self.time_zone {
+            Some(zone) => checks.take(TimeZoneName::parse(zone)),
+            None => Some(TimeZoneName::utc()),
+        };
         checks.finish()?;
-        match (title, tags) {
-            (Some(title), Some(tags)) => Ok(NewTask {
+        match (title, tags, time_zone) {
+            (Some(title), Some(tags), Some(time_zone)) => Ok(NewTask {
                 title,
                 description,
                 priority,
                 due_at,
                 estimate_minutes,
                 tags,
+                time_zone,
             }),
             _ => Err(ApiError::field("title", "invalid")),
         }
@@ -251,6 +262,8 @@ pub struct TaskResponse {
     pub estimate_minutes: Option<u32>,
     /// Tags.
     pub tags: Vec<String>,
+    /// The owner's time zone at creation.
+    pub time_zone: String,
     /// Status.
     #[schema(value_type = StatusName)]
     pub status: &'static str,
@@ -288,6 +301,7 @@ impl From<TaskRecord> for TaskResponse {
             due_at: task.due_at,
             estimate_minutes: task.estimate_minutes.map(EffortMinutes::get),
             tags: task.tags.iter().map(|t| t.as_str().to_owned()).collect(),
+            time_zone: task.time_zone.as_str().to_owned(),
             status: task.status.as_str(),
             created_at: task.created_at,
             updated_at: task.updated_at,
