@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use domain::UserId;
+use futures::StreamExt;
 
 use crate::app::{self, Application, Roles};
 use crate::settings::{Environment, Settings};
@@ -39,6 +40,12 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+    /// Events as JSON lines: export, import, tail.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Recompute every task from the event log and compare it with the read model; exit 1 on
     /// any difference.
     Verify,
@@ -56,6 +63,38 @@ pub enum Command {
         /// Validity in hours.
         #[arg(long, default_value_t = 24)]
         hours: i64,
+    },
+}
+
+/// Event transfer subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Write every event (or one owner's) as JSON lines.
+    Export {
+        /// Only this owner's events.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Append exported JSON lines to the stream (which must be empty unless --force).
+    Import {
+        /// Read here instead of standard input.
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
+        /// Import into a stream that already holds events.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Follow events live as JSON lines until interrupted.
+    Tail {
+        /// Only this owner's events.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Start at this stream sequence instead of with new events.
+        #[arg(long)]
+        from: Option<u64>,
     },
 }
 
@@ -114,6 +153,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(settings).await,
+        Command::Events { command } => events(command, settings).await,
         Command::DeadLetters { command } => dead_letters(command, settings).await,
         Command::Token { user, hours } => {
             let user =
@@ -262,5 +302,91 @@ async fn verify(settings: Settings) -> anyhow::Result<()> {
             report.differences.len(),
             report.undecodable.len()
         )
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<eventstore::EventStore> {
+    let client = app::connect_nats(settings).await?;
+    let naming = app::apply_streams(settings, &client).await?;
+    Ok(eventstore::EventStore::open(client, naming, Default::default()).await?)
+}
+
+fn owner_arg(owner: Option<String>) -> anyhow::Result<Option<UserId>> {
+    owner
+        .map(|o| UserId::parse(&o).map_err(|e| anyhow::anyhow!("--owner: {}", e.message)))
+        .transpose()
+}
+
+async fn events(command: EventsCommand, settings: Settings) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let store = open_store(&settings).await?;
+    match command {
+        EventsCommand::Export { owner, output } => {
+            let owner = owner_arg(owner)?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let written = store
+                .export(owner.as_ref(), |event| {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")
+                })
+                .await?;
+            out.flush()?;
+            eprintln!("exported {written} event(s)");
+            Ok(())
+        }
+        EventsCommand::Import { input, force } => {
+            let reader: Box<dyn BufRead> = match &input {
+                Some(path) => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
+            };
+            let mut parsed = Vec::new();
+            for (number, line) in reader.lines().enumerate() {
+                let line = line.context("reading the import")?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let event: eventstore::transfer::ExportedEvent = serde_json::from_str(&line)
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", number + 1))?;
+                parsed.push(event);
+            }
+            let appended = store.import(parsed.into_iter().map(Ok), force).await?;
+            println!("imported {appended} event(s)");
+            Ok(())
+        }
+        EventsCommand::Tail { owner, from } => {
+            let owner = owner_arg(owner)?;
+            let start = match from {
+                Some(from) => from,
+                None => store.head_position().await? + 1,
+            };
+            let (_, messages) = store.raw_messages(owner.as_ref(), start).await?;
+            futures::pin_mut!(messages);
+            let stop = app::shutdown_signal();
+            tokio::pin!(stop);
+            let mut out = std::io::stdout().lock();
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    next = messages.next() => match next {
+                        Some(item) => {
+                            let (event, _) = item?;
+                            serde_json::to_writer(&mut out, &event)?;
+                            out.write_all(b"\n")?;
+                            out.flush()?;
+                        }
+                        None => return Ok(()),
+                    },
+                }
+            }
+        }
     }
 }

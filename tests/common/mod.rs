@@ -70,6 +70,11 @@ impl TestApp {
         }
     }
 
+    /// The URL of this instance's database.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }

@@ -335,8 +335,8 @@ impl TimeZoneName {
     }
 }
 
-/// A due date. Any instant between the years 1970 and 9999, so that every store we use
-/// (Postgres `timestamptz`, RFC 3339 text) can hold it unchanged.
+/// A due date. Any instant between the years 1970 and 9999, kept to the microsecond, so that
+/// every store we use (Postgres `timestamptz`, RFC 3339 text) holds it unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DueAt;
 
@@ -344,7 +344,7 @@ impl DueAt {
     /// Checks the range of a due date.
     pub fn parse(at: Timestamp) -> Result<Timestamp, FieldError> {
         if (1970..=9999).contains(&at.year()) {
-            Ok(at)
+            Ok(chrono::SubsecRound::trunc_subsecs(at, 6))
         } else {
             Err(FieldError::new(
                 "due_at",

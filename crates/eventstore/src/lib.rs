@@ -32,6 +32,7 @@
 //! - [`envelope`]: headers and the decoding of stored messages into [`RecordedEvent`]s.
 //! - [`cache`]: the bounded state cache.
 //! - [`store`]: [`EventStore`]: execute a command, load a task, read its history.
+//! - [`transfer`]: export, import and tail as JSON lines.
 //! - [`error`]: the crate's one error enum.
 
 pub mod cache;
@@ -40,6 +41,7 @@ pub mod envelope;
 pub mod error;
 pub mod naming;
 pub mod store;
+pub mod transfer;
 
 pub use definitions::{apply_stream_definitions, StreamOptions};
 pub use envelope::{headers, RecordedEvent};

@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, SubsecRound, Utc};
+
 use domain::{Task, TaskId};
 use eventstore::{EventStore, StoreError};
 use futures::StreamExt;
@@ -86,6 +88,11 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         }
     };
     let (e, a): (&Task, &Task) = (&expected.task, &actual.task);
+    // Postgres keeps microseconds; events written before the API rounded its clock may carry
+    // nanoseconds. Instants are compared at the precision the read model can hold.
+    let instant = |t: &DateTime<Utc>| t.trunc_subsecs(6).to_rfc3339();
+    let maybe =
+        |t: &Option<DateTime<Utc>>| t.as_ref().map(instant).unwrap_or_else(|| "None".into());
     field("owner", format!("{:?}", e.owner), format!("{:?}", a.owner));
     field("title", format!("{:?}", e.title), format!("{:?}", a.title));
     field(
@@ -98,11 +105,7 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         format!("{:?}", e.priority),
         format!("{:?}", a.priority),
     );
-    field(
-        "due_at",
-        format!("{:?}", e.due_at),
-        format!("{:?}", a.due_at),
-    );
+    field("due_at", maybe(&e.due_at), maybe(&a.due_at));
     field(
         "estimate_minutes",
         format!("{:?}", e.estimate_minutes),
@@ -119,21 +122,9 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         format!("{:?}", e.status),
         format!("{:?}", a.status),
     );
-    field(
-        "created_at",
-        format!("{:?}", e.created_at),
-        format!("{:?}", a.created_at),
-    );
-    field(
-        "updated_at",
-        format!("{:?}", e.updated_at),
-        format!("{:?}", a.updated_at),
-    );
-    field(
-        "started_at",
-        format!("{:?}", e.started_at),
-        format!("{:?}", a.started_at),
-    );
+    field("created_at", instant(&e.created_at), instant(&a.created_at));
+    field("updated_at", instant(&e.updated_at), instant(&a.updated_at));
+    field("started_at", maybe(&e.started_at), maybe(&a.started_at));
     field(
         "tracked_seconds",
         e.tracked_seconds.to_string(),
@@ -141,19 +132,15 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
     );
     field(
         "completed_at",
-        format!("{:?}", e.completed_at),
-        format!("{:?}", a.completed_at),
+        maybe(&e.completed_at),
+        maybe(&a.completed_at),
     );
     field(
         "actual_minutes",
         format!("{:?}", e.actual_minutes),
         format!("{:?}", a.actual_minutes),
     );
-    field(
-        "archived_at",
-        format!("{:?}", e.archived_at),
-        format!("{:?}", a.archived_at),
-    );
+    field("archived_at", maybe(&e.archived_at), maybe(&a.archived_at));
     field("version", e.version.to_string(), a.version.to_string());
     field(
         "position",

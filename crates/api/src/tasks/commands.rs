@@ -21,6 +21,12 @@ use crate::tasks::dto::{
     CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest,
 };
 
+/// The instant a command is issued, to the microsecond: the precision Postgres keeps, so the
+/// read model holds exactly the instants of the events.
+fn now() -> chrono::DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
 /// Namespace of the ids derived from idempotency keys (UUID v5), fixed forever.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d0f_4f0c_2b6e_4a43_9a57_3c2b_8e1f_0a11);
 
@@ -154,7 +160,7 @@ pub async fn create_task(
         estimate_minutes: new.estimate_minutes,
         tags: new.tags,
         time_zone: new.time_zone,
-        at: Utc::now(),
+        at: now(),
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;
     Ok(answer(StatusCode::CREATED, outcome))
@@ -190,10 +196,7 @@ pub async fn update_task(
 ) -> Result<CommandAnswer, ApiError> {
     let task_id = task_id(&id)?;
     let changes = body.validate()?;
-    let command = TaskCommand::Update(UpdateTask {
-        changes,
-        at: Utc::now(),
-    });
+    let command = TaskCommand::Update(UpdateTask { changes, at: now() });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;
     Ok(answer(StatusCode::OK, outcome))
 }
@@ -225,7 +228,7 @@ macro_rules! transition {
             headers: CommandHeaders,
         ) -> Result<CommandAnswer, ApiError> {
             let task_id = task_id(&id)?;
-            let command = TaskCommand::$variant($command { at: Utc::now() });
+            let command = TaskCommand::$variant($command { at: now() });
             let outcome = execute(&state, &owner, task_id, command, &headers).await?;
             Ok(answer(StatusCode::OK, outcome))
         }
@@ -296,7 +299,7 @@ pub async fn complete_task(
         .map_err(|e| ApiError::Validation(vec![e.into()]))?;
     let command = TaskCommand::Complete(CompleteTask {
         actual_minutes,
-        at: Utc::now(),
+        at: now(),
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;
     Ok(answer(StatusCode::OK, outcome))
