@@ -210,6 +210,7 @@ impl Application {
                     read_wait_timeout: settings.read_wait_timeout,
                     ..ApiConfig::default()
                 }),
+                shutdown: shutdown.clone(),
             })
         } else {
             None

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
+//! - [`live`]: the user's events as server-sent events.
 //! - [`pending`]: endpoints of the contract that later releases fill in (501 until then).
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
 //! - [`auth`]: bearer JWT verification and minting of development tokens.
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod live;
 pub mod middleware;
 pub mod ops;
 pub mod pending;
@@ -80,6 +82,7 @@ impl utoipa::Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tasks::router())
+        .merge(live::router())
         .merge(pending::router())
 }
 

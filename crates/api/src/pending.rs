@@ -1,5 +1,4 @@
-//! Endpoints of the contract whose features arrive later (insights, predictions, the live
-//! feed). They authenticate like the others and answer 501 problem+json, never made-up data.
+//! Endpoints of the contract whose features arrive later (insights, predictions). They authenticate like the others and answer 501 problem+json, never made-up data.
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,23 +33,9 @@ pub async fn predictions(_user: AuthUser) -> ApiError {
     ApiError::NotImplemented("POST /v1/predictions")
 }
 
-/// The user's live events as server-sent events (not available yet).
-#[utoipa::path(
-    get, path = "/v1/events", tag = "queries",
-    responses(
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 501, description = "Not available in this release", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn live_events(_user: AuthUser) -> ApiError {
-    ApiError::NotImplemented("GET /v1/events")
-}
-
 /// The routes of the pending endpoints.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(insights))
         .routes(routes!(predictions))
-        .routes(routes!(live_events))
 }

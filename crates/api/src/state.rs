@@ -49,6 +49,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits and timeouts.
     pub config: Arc<ApiConfig>,
+    /// Cancelled when the process shuts down: ends long-lived responses (the live feed), so
+    /// a graceful shutdown does not wait on them forever.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {

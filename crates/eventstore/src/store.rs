@@ -146,12 +146,13 @@ impl EventStore {
         Ok(info.state.last_sequence)
     }
 
-    /// Every event of the stream from sequence `from` on, in order, through an ordered
+    /// Every event of the stream (or of one owner) from sequence `from` on, in order, through an ordered
     /// consumer; the stream never ends by itself (it follows new events), so callers stop at
     /// the position they want (see [`EventStore::head_position`]). Undecodable events come as
     /// `Err(StoreError::Corrupt)` items, so a reader can report them and go on.
     pub async fn read_from(
         &self,
+        owner: Option<&UserId>,
         from: u64,
     ) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>> + use<>, StoreError>
     {
@@ -165,7 +166,10 @@ impl EventStore {
         let consumer = self
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.naming.all_events(),
+                filter_subject: match owner {
+                    Some(owner) => self.naming.owner_filter(owner),
+                    None => self.naming.all_events(),
+                },
                 deliver_policy,
                 ..Default::default()
             })

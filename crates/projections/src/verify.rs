@@ -167,7 +167,7 @@ pub async fn verify(pool: &PgPool, store: &EventStore) -> Result<VerifyReport, P
     };
     let mut expected: HashMap<TaskId, TaskRecord> = HashMap::new();
     if position > 0 {
-        let events = store.read_from(1).await.map_err(stream_error)?;
+        let events = store.read_from(None, 1).await.map_err(stream_error)?;
         futures::pin_mut!(events);
         while let Some(item) = events.next().await {
             let (sequence, recorded) = match item {
