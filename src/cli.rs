@@ -40,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+    /// Erase a user: purge their events from the log and their rows from the read models.
+    EraseUser {
+        /// The user id.
+        user: String,
+    },
     /// Events as JSON lines: export, import, tail.
     Events {
         /// What to do.
@@ -153,6 +158,22 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(settings).await,
+        Command::EraseUser { user } => {
+            let user = UserId::parse(&user).map_err(|e| anyhow::anyhow!("user: {}", e.message))?;
+            let pool = app::prepare_database(&settings).await?;
+            let store = open_store(&settings).await?;
+            let report =
+                projections::erasure::erase_user(&pool, &store, &user, Duration::from_secs(10))
+                    .await?;
+            println!(
+                "erased user {user}: {} event(s) purged from the log, {} task row(s) and {} dead letter(s) deleted",
+                report.events, report.task_rows, report.dead_letters
+            );
+            if !report.projector_caught_up {
+                eprintln!("note: no projector caught up within 10 s; none was running, or it is far behind (run erase-user again once it has caught up)");
+            }
+            Ok(())
+        }
         Command::Events { command } => events(command, settings).await,
         Command::DeadLetters { command } => dead_letters(command, settings).await,
         Command::Token { user, hours } => {

@@ -186,6 +186,23 @@ impl EventStore {
         }))
     }
 
+    /// Removes every event of one user (`tasks.events.<owner>.>`) from the stream, for
+    /// erasure. Sequences of other events do not change. Returns how many were removed and the
+    /// stream's last sequence at that moment.
+    #[tracing::instrument(skip_all, fields(owner = %owner), err)]
+    pub async fn purge_owner(&self, owner: &UserId) -> Result<(u64, u64), StoreError> {
+        let response = self
+            .stream
+            .purge()
+            .filter(self.naming.owner_filter(owner))
+            .await
+            .map_err(StoreError::unavailable)?;
+        let head = self.head_position().await?;
+        // Cached states of the erased tasks are unreachable now (their subjects are empty) and
+        // age out of the LRU.
+        Ok((response.purged, head))
+    }
+
     /// Decides `command` against the task's current state and appends the resulting event.
     ///
     /// `expected_version` is the client's `If-Match`. Losing a race to another writer makes the

@@ -16,6 +16,7 @@
 //! - [`database`]: creating the database if missing and applying `migrations/`.
 //! - [`checkpoint`]: reading and advancing checkpoints.
 //! - [`dead_letters`]: events the projection could not apply, and retrying them.
+//! - [`erasure`]: removing every trace of a user.
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
 //! - [`projector`]: the loop that reads the stream from the checkpoint and applies batches.
 //! - [`queries`]: what the API reads: one task, filtered and paginated lists.
@@ -26,6 +27,7 @@
 pub mod checkpoint;
 pub mod database;
 pub mod dead_letters;
+pub mod erasure;
 pub mod error;
 pub mod position;
 pub mod projector;
