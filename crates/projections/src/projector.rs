@@ -38,7 +38,7 @@ pub struct ProjectorOptions {
 impl Default for ProjectorOptions {
     fn default() -> Self {
         Self {
-            max_batch: 1_000,
+            max_batch: 5_000,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             attempts_before_dead_letter: 3,
@@ -54,6 +54,21 @@ pub struct Projector {
     naming: Naming,
     metrics: Arc<Metrics>,
     options: ProjectorOptions,
+}
+
+/// How long a catching-up projector waits for the next messages before committing a batch.
+const CATCH_UP_LINGER: Duration = Duration::from_millis(20);
+
+/// How many matching messages the stream still holds after this one.
+fn pending_after(
+    next: &Option<
+        Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>,
+    >,
+) -> u64 {
+    match next {
+        Some(Ok(message)) => message.info().map(|i| i.pending).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 const LABELS: ProjectionLabels = ProjectionLabels {
@@ -140,13 +155,25 @@ impl Projector {
                 _ = shutdown.cancelled() => return Ok(()),
                 next = messages.next() => next,
             };
+            let mut behind = pending_after(&first);
             let mut batch = vec![first];
-            // Take whatever is already buffered, without waiting for more.
+            // Take whatever is already buffered. While the stream holds more than we have
+            // (catching up, replaying), also wait briefly for the next pull to arrive, so each
+            // transaction (and its commit fsync) carries a large batch; once caught up, commit
+            // at once so a live event is visible without delay.
             while batch.len() < self.options.max_batch {
-                match messages.next().now_or_never() {
-                    Some(next) => batch.push(next),
+                let next = match messages.next().now_or_never() {
+                    Some(next) => next,
+                    None if behind > 0 => {
+                        match tokio::time::timeout(CATCH_UP_LINGER, messages.next()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
+                    }
                     None => break,
-                }
+                };
+                behind = pending_after(&next);
+                batch.push(next);
             }
             let mut raw = Vec::with_capacity(batch.len());
             for next in batch {
