@@ -144,6 +144,19 @@ async fn fold_log(
     expected
 }
 
+/// Runs a projector until the checkpoint reaches `position`, then stops it gracefully.
+async fn project_until(world: &World, position: u64) {
+    let shutdown = CancellationToken::new();
+    let projector = new_projector(world);
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    wait_for_checkpoint(&world.pool, position).await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
 async fn wait_for_checkpoint(pool: &PgPool, position: u64) {
     for _ in 0..200 {
         if checkpoint::load(pool, TASKS_PROJECTION).await.unwrap() >= position {
@@ -173,16 +186,8 @@ async fn a_projector_aborted_mid_batch_and_restarted_matches_the_log_exactly() {
     let appended = writer.await.unwrap();
     assert!(appended > 20, "the writer appended {appended} events");
 
-    let shutdown = CancellationToken::new();
-    let projector = new_projector(&world);
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
     let head = world.store.head_position().await.unwrap();
-    wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    project_until(&world, head).await;
 
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     let ids: Vec<TaskId> = rows.keys().copied().collect();
@@ -204,15 +209,7 @@ async fn a_stopped_projector_commits_its_batch_and_resumes_where_it_left_off() {
     write_history(world.store.clone(), owner.clone(), 5, 2).await;
     let first_head = world.store.head_position().await.unwrap();
 
-    let shutdown = CancellationToken::new();
-    let projector = new_projector(&world);
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
-    wait_for_checkpoint(&world.pool, first_head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    project_until(&world, first_head).await;
     assert_eq!(
         checkpoint::load(&world.pool, TASKS_PROJECTION)
             .await
@@ -223,15 +220,7 @@ async fn a_stopped_projector_commits_its_batch_and_resumes_where_it_left_off() {
     // More history while no projector runs; a new one starts from the checkpoint.
     write_history(world.store.clone(), owner.clone(), 5, 2).await;
     let head = world.store.head_position().await.unwrap();
-    let shutdown = CancellationToken::new();
-    let projector = new_projector(&world);
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
-    wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    project_until(&world, head).await;
 
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     let ids: Vec<TaskId> = rows.keys().copied().collect();
@@ -272,15 +261,7 @@ async fn verify_names_every_tampered_missing_and_stray_row() {
     let owner = UserId::parse("heidi").unwrap();
     write_history(world.store.clone(), owner.clone(), 4, 2).await;
     let head = world.store.head_position().await.unwrap();
-    let shutdown = CancellationToken::new();
-    let projector = new_projector(&world);
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
-    wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    project_until(&world, head).await;
     assert!(projections::verify::verify(&world.pool, &world.store)
         .await
         .unwrap()
