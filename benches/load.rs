@@ -6,6 +6,7 @@
 //! `Tm-*` headers, `traceparent`) at the same concurrency, and prints both with their ratio.
 //!
 //!     cargo bench --bench load -- --clients 64 --seconds 10 [--with-projector]
+//!     cargo bench --bench load -- --clients 64 --seconds 10 --lag-rate 5000
 
 #![allow(clippy::print_stdout)]
 
@@ -27,6 +28,9 @@ struct Options {
     clients: usize,
     seconds: u64,
     with_projector: bool,
+    /// When set: after the throughput phase, drive this many commands/s (with the projector
+    /// running) and measure the lag from each answer until the read model shows its position.
+    lag_rate: Option<u32>,
 }
 
 fn options() -> Options {
@@ -34,6 +38,7 @@ fn options() -> Options {
         clients: 64,
         seconds: 10,
         with_projector: false,
+        lag_rate: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -48,6 +53,11 @@ fn options() -> Options {
                 i += 1;
             }
             "--with-projector" => options.with_projector = true,
+            "--lag-rate" => {
+                options.lag_rate = Some(args[i + 1].parse().expect("--lag-rate N"));
+                options.with_projector = true;
+                i += 1;
+            }
             _ => {}
         }
         i += 1;
@@ -191,12 +201,15 @@ async fn bench(options: Options) {
             async move {
                 let mut sender = sender.lock().await;
                 match sender.send_request(request).await {
-                    Ok(response) => {
-                        let ok = response.status() == 201;
-                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                        ok
+                    Ok(response) if response.status() == 201 => {
+                        let body = http_body_util::BodyExt::collect(response.into_body())
+                            .await
+                            .ok()?
+                            .to_bytes();
+                        serde_json::from_slice::<serde_json::Value>(&body).ok()?["position"]
+                            .as_u64()
                     }
-                    Err(_) => false,
+                    _ => None,
                 }
             }
         }
@@ -205,14 +218,78 @@ async fn bench(options: Options) {
     // Warm up connections and caches.
     let _ = run_for(options.clients, 1, {
         let create = create.clone();
-        move |c, n| create(c, n)
+        move |c, n| {
+            let answer = create(c, n);
+            async move { answer.await.is_some() }
+        }
     })
     .await;
     let mut http_figures = run_for(options.clients, options.seconds, {
         let create = create.clone();
-        move |c, n| create(c, n)
+        move |c, n| {
+            let answer = create(c, n);
+            async move { answer.await.is_some() }
+        }
     })
     .await;
+    let lag = match options.lag_rate {
+        Some(rate) => {
+            let pool = projections::database::connect(&db.url, 2)
+                .await
+                .expect("pool");
+            let positions = projections::PositionWatch::start(
+                pool,
+                projections::TASKS_PROJECTION,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+            .expect("position watch");
+            // Let the projector drain the throughput phase first (a backlog would only make
+            // the lag look worse).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let interval = Duration::from_secs_f64(options.clients as f64 / f64::from(rate));
+            let stop_at = Instant::now() + Duration::from_secs(options.seconds);
+            let handles: Vec<_> = (0..options.clients)
+                .map(|client| {
+                    let create = create.clone();
+                    let positions = positions.clone();
+                    tokio::spawn(async move {
+                        let mut ticks = tokio::time::interval(interval);
+                        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let mut lags = Vec::new();
+                        while Instant::now() < stop_at {
+                            ticks.tick().await;
+                            if let Some(position) = create(client, 0).await {
+                                let answered = Instant::now();
+                                if positions
+                                    .wait_for(position, Duration::from_secs(5))
+                                    .await
+                                    .is_ok()
+                                {
+                                    lags.push(answered.elapsed());
+                                }
+                            }
+                        }
+                        lags
+                    })
+                })
+                .collect();
+            let started = Instant::now();
+            let mut lags = Vec::new();
+            for handle in handles {
+                lags.extend(handle.await.expect("lag client"));
+            }
+            Some((
+                rate,
+                Figures {
+                    operations: lags.len(),
+                    elapsed: started.elapsed(),
+                    latencies: lags,
+                },
+            ))
+        }
+        None => None,
+    };
     let _ = stop.send(());
     let _ = server.await;
 
@@ -280,6 +357,15 @@ async fn bench(options: Options) {
         rp50.as_secs_f64() * 1e3,
         rp99.as_secs_f64() * 1e3
     );
+    if let Some((rate, mut lag)) = lag {
+        let (p50, p99) = (lag.percentile(0.50), lag.percentile(0.99));
+        println!(
+            "lag, answer -> visible in read model at {rate}/s target ({:.0}/s achieved): p50 {:.2}ms p99 {:.2}ms",
+            lag.rate(),
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
     println!(
         "HTTP / raw ratio: {:.2}",
         http_figures.rate() / raw.rate().max(1.0)
