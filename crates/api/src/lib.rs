@@ -86,14 +86,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(pending::router())
 }
 
-/// The complete OpenAPI document of the API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut spec) = api_routes().split_for_parts();
-    let (_, ops) = ops::router().split_for_parts();
-    spec.merge(ops);
-    spec
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound
 }

@@ -100,7 +100,7 @@ fn to_sse(recorded: eventstore::RecordedEvent) -> Option<Event> {
         event_type: recorded.event.event_type().to_owned(),
         event_version: recorded.event_version,
         occurred_at: recorded.event.occurred_at(),
-        data: serde_json::from_slice(&recorded.event.encode()).unwrap_or_default(),
+        data: recorded.event.to_json(),
     };
     Event::default()
         .id(live.position.to_string())

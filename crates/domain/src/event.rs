@@ -310,6 +310,12 @@ impl TaskEvent {
         encoded.expect("task events always serialize to JSON")
     }
 
+    /// The payload of the current version as a JSON value (for responses that embed it).
+    pub fn to_json(&self) -> serde_json::Value {
+        // The bytes come from `encode`, which always produces valid JSON.
+        serde_json::from_slice(&self.encode()).unwrap_or_default()
+    }
+
     /// Decodes a stored payload of any published version, upcasting old versions to the
     /// current shape.
     pub fn decode(event_type: &str, version: u32, payload: &[u8]) -> Result<Self, DecodeError> {

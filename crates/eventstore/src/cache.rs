@@ -60,14 +60,4 @@ impl StateCache {
     pub fn evict(&self, id: TaskId) {
         self.lock().pop(&id);
     }
-
-    /// How many tasks are cached.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -47,4 +47,4 @@ pub use definitions::{apply_stream_definitions, StreamOptions};
 pub use envelope::{headers, RecordedEvent};
 pub use error::StoreError;
 pub use naming::Naming;
-pub use store::{CommandMeta, CommandOutcome, EventStore, LoadedTask};
+pub use store::{ordered_messages, CommandMeta, CommandOutcome, EventStore, LoadedTask};

@@ -136,6 +136,11 @@ impl EventStore {
         &self.jetstream
     }
 
+    /// The task stream.
+    pub fn stream(&self) -> &jetstream::stream::Stream {
+        &self.stream
+    }
+
     /// The stream sequence of the newest event in the whole stream (0 when empty).
     pub async fn head_position(&self) -> Result<u64, StoreError> {
         let info = self
@@ -156,26 +161,11 @@ impl EventStore {
         from: u64,
     ) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>> + use<>, StoreError>
     {
-        let deliver_policy = if from <= 1 {
-            consumer::DeliverPolicy::All
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            }
+        let filter = match owner {
+            Some(owner) => self.naming.owner_filter(owner),
+            None => self.naming.all_events(),
         };
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: match owner {
-                    Some(owner) => self.naming.owner_filter(owner),
-                    None => self.naming.all_events(),
-                },
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(StoreError::unavailable)?;
-        let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let (_, messages) = ordered_messages(&self.stream, filter, from).await?;
         let naming = self.naming.clone();
         Ok(messages.filter_map(move |message| {
             let item = match message {
@@ -451,18 +441,7 @@ impl EventStore {
         from: u64,
         until: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(StoreError::unavailable)?;
-        let mut messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let (_, mut messages) = ordered_messages(&self.stream, subject.to_owned(), from).await?;
         let mut events = Vec::new();
         loop {
             let next = tokio::time::timeout(self.options.request_timeout, messages.next())
@@ -484,6 +463,35 @@ impl EventStore {
         }
         Ok(events)
     }
+}
+
+/// Opens an ordered consumer over `filter`, starting at stream sequence `from` (0 or 1 mean the
+/// beginning). Returns how many matching messages were pending when it was created, and the
+/// message stream, which follows new messages as they arrive. Every reader of the stream (state
+/// loading, history, the projector, verify, export, the live feed) starts here.
+pub async fn ordered_messages(
+    stream: &jetstream::stream::Stream,
+    filter: String,
+    from: u64,
+) -> Result<(u64, consumer::pull::Ordered), StoreError> {
+    let deliver_policy = if from <= 1 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(StoreError::unavailable)?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+    Ok((pending, messages))
 }
 
 fn unchanged(task_id: TaskId, current: &LoadedTask) -> CommandOutcome {

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::consumer::{self, pull::OrderedConfig};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use base64::Engine;
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::headers;
 use crate::error::StoreError;
-use crate::store::EventStore;
+use crate::store::{ordered_messages, EventStore};
 
 /// One exported event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,32 +102,7 @@ impl EventStore {
             Some(owner) => self.naming().owner_filter(owner),
             None => self.naming().all_events(),
         };
-        let deliver_policy = if from <= 1 {
-            consumer::DeliverPolicy::All
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            }
-        };
-        let stream = self
-            .jetstream()
-            .get_stream(self.naming().stream())
-            .await
-            .map_err(StoreError::unavailable)?;
-        let mut consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: filter,
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(StoreError::unavailable)?;
-        let pending = consumer
-            .info()
-            .await
-            .map_err(StoreError::unavailable)?
-            .num_pending;
-        let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
+        let (pending, messages) = ordered_messages(self.stream(), filter, from).await?;
         Ok((
             pending,
             messages.filter_map(|message| {

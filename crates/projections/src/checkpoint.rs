@@ -39,19 +39,25 @@ pub async fn ensure<'e>(
     Ok(())
 }
 
-/// Locks the checkpoint row for the rest of the transaction and returns the position.
+/// Locks the checkpoint row for the rest of the transaction and returns the position. The
+/// row is created (at 0) only when missing, so a projector batch pays one statement here.
 pub async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
 ) -> Result<u64, ProjectionError> {
-    ensure(&mut **tx, projection).await?;
-    let position: i64 = sqlx::query_scalar(
-        "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
-    )
-    .bind(projection)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(position.max(0) as u64)
+    let select = "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE";
+    let mut position: Option<i64> = sqlx::query_scalar(select)
+        .bind(projection)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if position.is_none() {
+        ensure(&mut **tx, projection).await?;
+        position = sqlx::query_scalar(select)
+            .bind(projection)
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    Ok(position.unwrap_or(0).max(0) as u64)
 }
 
 /// Locks the checkpoint and checks that it is still at `expected`; fails with

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{self, pull::OrderedConfig};
 use eventstore::envelope::RawEvent;
 use eventstore::{Naming, RecordedEvent};
 use futures::{FutureExt, StreamExt};
@@ -130,25 +129,10 @@ impl Projector {
             .get_stream(self.naming.stream())
             .await
             .map_err(|e| ProjectionError::Stream(e.to_string()))?;
-        let deliver_policy = if position == 0 {
-            consumer::DeliverPolicy::All
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: position + 1,
-            }
-        };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: self.naming.all_events(),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ProjectionError::Stream(e.to_string()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ProjectionError::Stream(e.to_string()))?;
+        let (_, mut messages) =
+            eventstore::ordered_messages(&stream, self.naming.all_events(), position + 1)
+                .await
+                .map_err(|e| ProjectionError::Stream(e.to_string()))?;
         tracing::info!(position, "projector following the stream");
         loop {
             let first = tokio::select! {

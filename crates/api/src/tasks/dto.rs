@@ -361,7 +361,7 @@ impl HistoryEvent {
             recorded_at: recorded.recorded_at,
             command_id: recorded.command_id,
             correlation_id: recorded.correlation_id,
-            data: serde_json::from_slice(&recorded.event.encode()).unwrap_or_default(),
+            data: recorded.event.to_json(),
         }
     }
 }
