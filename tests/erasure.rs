@@ -2,20 +2,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{problem, TestApp};
 use serde_json::Value;
-
-fn taskmaster(app: &TestApp) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskmaster"));
-    command
-        .env_remove("TASKMASTER_ENV")
-        .env("DATABASE_URL", app.database_url())
-        .env("TASKMASTER_NATS_PREFIX", &app.prefix)
-        .env("TASKMASTER_NATS_URL", testkit::nats_url());
-    command
-}
 
 #[tokio::test]
 async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouched() {
@@ -34,10 +22,7 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
         .unwrap();
     let bob_history_before = app.history(&bob, &bob_task).await;
 
-    let output = taskmaster(&app)
-        .args(["erase-user", "alice_1"])
-        .output()
-        .unwrap();
+    let output = app.cli().args(["erase-user", "alice_1"]).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -68,7 +53,8 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
         .await
         .unwrap();
     assert_eq!(list["items"], serde_json::json!([]));
-    let export = taskmaster(&app)
+    let export = app
+        .cli()
         .args(["events", "export", "--owner", "alice_1"])
         .output()
         .unwrap();
@@ -82,7 +68,7 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
     let bob_after: Value = app.get_task(&bob, &bob_task, 0).await.json().await.unwrap();
     assert_eq!(bob_after, bob_before);
     assert_eq!(app.history(&bob, &bob_task).await, bob_history_before);
-    let verify = taskmaster(&app).arg("verify").output().unwrap();
+    let verify = app.cli().arg("verify").output().unwrap();
     assert!(
         verify.status.success(),
         "{}",

@@ -3,21 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::TestApp;
 use serde_json::{json, Value};
-
-fn taskmaster(database_url: &str, prefix: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskmaster"));
-    command
-        .env_remove("TASKMASTER_ENV")
-        .env("DATABASE_URL", database_url)
-        .env("TASKMASTER_NATS_PREFIX", prefix)
-        .env("TASKMASTER_NATS_URL", testkit::nats_url());
-    command
-}
 
 async fn rows(database_url: &str) -> Vec<projections::task_rows::TaskRecord> {
     let pool = projections::database::connect(database_url, 1)
@@ -64,7 +53,8 @@ async fn an_export_imported_into_a_fresh_prefix_replays_to_the_same_read_model()
     let dir = std::env::temp_dir().join(testkit::unique_token());
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("events.jsonl");
-    let export = taskmaster(source.database_url(), &source.prefix)
+    let export = source
+        .cli()
         .args(["events", "export", "--output"])
         .arg(&file)
         .output()
@@ -81,7 +71,8 @@ async fn an_export_imported_into_a_fresh_prefix_replays_to_the_same_read_model()
     assert!(first["payload"]["title"].is_string());
 
     // One owner only.
-    let amy = taskmaster(source.database_url(), &source.prefix)
+    let amy = source
+        .cli()
         .args(["events", "export", "--owner", "amy"])
         .output()
         .unwrap();
@@ -89,10 +80,52 @@ async fn an_export_imported_into_a_fresh_prefix_replays_to_the_same_read_model()
     assert!(amy.lines().count() > 0);
     assert!(amy.lines().all(|l| l.contains(".amy.")));
 
+    // Tail follows from a position, one owner only, as JSON lines.
+    let mut tail = source
+        .cli()
+        .args(["events", "tail", "--owner", "ben", "--from", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_tailed = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(tail.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    };
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    let first_tailed: Value = serde_json::from_str(&first_tailed).unwrap();
+    assert!(first_tailed["subject"]
+        .as_str()
+        .unwrap()
+        .contains(".tasks.events.ben."));
+    assert_eq!(first_tailed["headers"]["Tm-Event-Type"], "TaskCreated");
+
     // Into a fresh prefix and database, then replay and verify.
     let target_db = testkit::TestDatabase::planned();
     let target_nats = testkit::NatsScope::new();
-    let import = taskmaster(&target_db.url, &target_nats.prefix)
+
+    // A malformed line refuses the whole import, naming the line; nothing is appended.
+    let broken = dir.join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        format!("{}\n{{\"subject\": 5}}\n", lines.lines().next().unwrap()),
+    )
+    .unwrap();
+    let refused = common::cli(&target_db.url, &target_nats.prefix)
+        .args(["events", "import", "--input"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(stderr.starts_with("error: line 2:"), "{stderr}");
+
+    let import = common::cli(&target_db.url, &target_nats.prefix)
         .args(["events", "import", "--input"])
         .arg(&file)
         .output()
@@ -106,7 +139,7 @@ async fn an_export_imported_into_a_fresh_prefix_replays_to_the_same_read_model()
         String::from_utf8(import.stdout).unwrap().trim(),
         format!("imported {} event(s)", last + 1)
     );
-    let again = taskmaster(&target_db.url, &target_nats.prefix)
+    let again = common::cli(&target_db.url, &target_nats.prefix)
         .args(["events", "import", "--input"])
         .arg(&file)
         .output()
@@ -144,7 +177,7 @@ async fn an_export_imported_into_a_fresh_prefix_replays_to_the_same_read_model()
         .unwrap();
     assert!(projector.wait().unwrap().success());
 
-    let verify = taskmaster(&target_db.url, &target_nats.prefix)
+    let verify = common::cli(&target_db.url, &target_nats.prefix)
         .arg("verify")
         .output()
         .unwrap();

@@ -11,6 +11,17 @@ use taskmaster::{Application, Roles, Settings};
 use testkit::{NatsScope, TestDatabase};
 use tokio::sync::oneshot;
 
+/// The `taskmaster` binary, pointed at a database and a NATS prefix.
+pub fn cli(database_url: &str, prefix: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_taskmaster"));
+    command
+        .env_remove("TASKMASTER_ENV")
+        .env("DATABASE_URL", database_url)
+        .env("TASKMASTER_NATS_PREFIX", prefix)
+        .env("TASKMASTER_NATS_URL", testkit::nats_url());
+    command
+}
+
 pub const SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
 
 pub struct TestApp {
@@ -68,6 +79,11 @@ impl TestApp {
             _db: db,
             _nats: nats,
         }
+    }
+
+    /// The `taskmaster` binary on this instance's database and prefix.
+    pub fn cli(&self) -> std::process::Command {
+        cli(&self._db.url, &self.prefix)
     }
 
     /// The URL of this instance's database.

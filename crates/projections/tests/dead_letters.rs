@@ -170,6 +170,14 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
         "{exposition}"
     );
 
+    // verify sees both: the undecodable event, and the quarantined task missing its row.
+    let report = projections::verify::verify(&pool, &store).await.unwrap();
+    assert_eq!(report.undecodable, vec![letters[0].position as u64]);
+    assert_eq!(
+        report.differences,
+        vec![projections::verify::Difference::Missing { task_id: poison.0 }]
+    );
+
     // The fix is deployed; a retry rebuilds the poison task from its events, start included.
     sqlx::raw_sql("DROP TRIGGER refuse_poison ON tasks")
         .execute(&pool)

@@ -313,3 +313,42 @@ async fn verify_names_every_tampered_missing_and_stray_row() {
         .contains(&Difference::Unexpected { task_id: stray }));
     assert_eq!(report.differences.len(), 3);
 }
+
+#[tokio::test]
+async fn erasure_without_a_running_projector_still_removes_the_user_and_says_it_did_not_wait() {
+    let world = world().await;
+    let ivan = UserId::parse("ivan").unwrap();
+    let judy = UserId::parse("judy").unwrap();
+    write_history(world.store.clone(), ivan.clone(), 3, 1).await;
+    let ivan_rows_head = world.store.head_position().await.unwrap();
+    project_until(&world, ivan_rows_head).await;
+    // Judy's events arrive while no projector runs: the checkpoint stays behind the purge.
+    write_history(world.store.clone(), judy.clone(), 2, 1).await;
+
+    let report = projections::erasure::erase_user(
+        &world.pool,
+        &world.store,
+        &ivan,
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    assert!(!report.projector_caught_up);
+    assert_eq!(report.task_rows, 3);
+    assert!(report.events >= 3);
+    let (left_in_log, _) = world.store.raw_messages(Some(&ivan), 1).await.unwrap();
+    assert_eq!(left_in_log, 0, "none of ivan's events remain in the log");
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    assert!(rows.values().all(|r| r.task.owner != ivan));
+
+    // A projector started later never sees the purged events, and Judy's rows are complete.
+    let head = world.store.head_position().await.unwrap();
+    project_until(&world, head).await;
+    let rows = task_rows::load_all(&world.pool).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.values().all(|r| r.task.owner == judy));
+    assert!(projections::verify::verify(&world.pool, &world.store)
+        .await
+        .unwrap()
+        .is_clean());
+}
