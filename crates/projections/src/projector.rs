@@ -278,7 +278,7 @@ impl Projector {
         for item in items {
             match &item.decoded {
                 Ok(event) if quarantined.contains(&event.task_id.0) => {}
-                Ok(event) => events.push(event.clone()),
+                Ok(event) => events.push(event),
                 Err(error) => failures.push((item, error.clone(), 1)),
             }
         }

@@ -154,7 +154,7 @@ pub async fn load_all<'e>(
 /// cannot apply an event twice. Returns how many rows were written.
 pub async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
-    events: &[RecordedEvent],
+    events: &[&RecordedEvent],
 ) -> Result<usize, ProjectionError> {
     if events.is_empty() {
         return Ok(0);
