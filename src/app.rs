@@ -12,7 +12,9 @@ use api::health::HealthProbes;
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
-use projections::{database, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION};
+use projections::{
+    database, LeaseOptions, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION,
+};
 use telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -165,6 +167,33 @@ pub async fn apply_streams(
     Ok(naming)
 }
 
+/// The projector as a deployment runs it: partitions shared through leases with every other
+/// projector process of the deployment, and a blue/green rebuild on start when the read model
+/// was built by another projection version or partition count.
+pub fn projector(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    client: &async_nats::Client,
+    naming: &Naming,
+    metrics: &Arc<Metrics>,
+) -> Projector {
+    Projector::new(
+        pool.clone(),
+        async_nats::jetstream::new(client.clone()),
+        naming.clone(),
+        metrics.clone(),
+        ProjectorOptions {
+            partitions: settings.projection_partitions,
+            leases: Some(LeaseOptions {
+                ttl: settings.projection_lease_ttl,
+                replicas: settings.nats_replicas,
+            }),
+            rebuild_on_layout_change: true,
+            ..ProjectorOptions::default()
+        },
+    )
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -215,15 +244,9 @@ impl Application {
         } else {
             None
         };
-        let projector = roles.projector.then(|| {
-            Projector::new(
-                pool.clone(),
-                async_nats::jetstream::new(client.clone()),
-                naming.clone(),
-                metrics.clone(),
-                ProjectorOptions::default(),
-            )
-        });
+        let projector = roles
+            .projector
+            .then(|| projector(settings, &pool, &client, &naming, &metrics));
         let router = api::router(
             app,
             OpsStateParts {

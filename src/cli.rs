@@ -51,6 +51,12 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Rebuild a read model from the event log beside the live one (which keeps serving), then
+    /// swap it in with one transaction.
+    Replay {
+        /// What to rebuild: tasks, or all.
+        projection: String,
+    },
     /// Recompute every task from the event log and compare it with the read model; exit 1 on
     /// any difference.
     Verify,
@@ -158,6 +164,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(settings).await,
+        Command::Replay { projection } => replay(&projection, settings).await,
         Command::EraseUser { user } => {
             let user = UserId::parse(&user).map_err(|e| anyhow::anyhow!("user: {}", e.message))?;
             let pool = app::prepare_database(&settings).await?;
@@ -274,6 +281,52 @@ async fn dead_letters(command: DeadLetterCommand, settings: Settings) -> anyhow:
             }
         }
     }
+}
+
+async fn replay(projection: &str, settings: Settings) -> anyhow::Result<()> {
+    use projections::replay::{self, Progress, Stage};
+    match projection {
+        "tasks" | "all" => {}
+        "ml" => anyhow::bail!(
+            "the ml projection is not available in this release (it arrives with the ml role); replay tasks or all"
+        ),
+        other => anyhow::bail!("unknown projection {other:?} (expected tasks, ml or all)"),
+    }
+    let pool = app::prepare_database(&settings).await?;
+    let client = app::connect_nats(&settings).await?;
+    let naming = app::apply_streams(&settings, &client).await?;
+    let metrics = std::sync::Arc::new(telemetry::Metrics::new());
+    let projector = app::projector(&settings, &pool, &client, &naming, &metrics);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            app::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    let (progress, watching) = tokio::sync::watch::channel(Progress {
+        stage: Stage::Replaying,
+        position: 0,
+        head: 0,
+    });
+    let display = tokio::spawn(crate::progress::show(watching));
+    let outcome = replay::rebuild(&projector, &shutdown, &progress).await;
+    drop(progress);
+    let _ = display.await;
+    let report = outcome?;
+    let seconds = (report.elapsed_ms as f64 / 1000.0).max(0.001);
+    println!(
+        "rebuilt tasks at position {} in {:.1} s ({:.0} events/s): {} task(s), {} dead letter(s); projection version {}, {} partition(s); swapped in",
+        report.position,
+        seconds,
+        report.position as f64 / seconds,
+        report.tasks,
+        report.dead_letters,
+        report.layout.version,
+        report.layout.partitions
+    );
+    Ok(())
 }
 
 async fn verify(settings: Settings) -> anyhow::Result<()> {

@@ -78,6 +78,12 @@ pub struct Settings {
     pub read_wait_timeout: Duration,
     /// `TASKMASTER_STATE_CACHE`: task states kept in memory by the API.
     pub state_cache_capacity: usize,
+    /// `TASKMASTER_PROJECTION_PARTITIONS`: partitions of a new read model (and of the rebuild a
+    /// different stored count triggers); the most projector processes that can share the work.
+    pub projection_partitions: u16,
+    /// `TASKMASTER_PROJECTION_LEASE_TTL_MS`: how long a partition lease lives unrenewed, so
+    /// the bound on how long a dead projector's partitions wait for a new owner.
+    pub projection_lease_ttl: Duration,
     /// `TASKMASTER_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -150,8 +156,35 @@ impl Settings {
             variable: "TASKMASTER_NATS_PREFIX",
             message: e.to_string(),
         })?;
+        let projection_partitions: u16 = parse(
+            "TASKMASTER_PROJECTION_PARTITIONS",
+            get("TASKMASTER_PROJECTION_PARTITIONS"),
+            8,
+        )?;
+        if !(1..=projections::layout::MAX_PARTITIONS).contains(&projection_partitions) {
+            return Err(SettingsError {
+                variable: "TASKMASTER_PROJECTION_PARTITIONS",
+                message: format!(
+                    "must be between 1 and {}, not {projection_partitions}",
+                    projections::layout::MAX_PARTITIONS
+                ),
+            });
+        }
+        let lease_ttl_ms: u64 = parse(
+            "TASKMASTER_PROJECTION_LEASE_TTL_MS",
+            get("TASKMASTER_PROJECTION_LEASE_TTL_MS"),
+            5_000,
+        )?;
+        if lease_ttl_ms < 500 {
+            return Err(SettingsError {
+                variable: "TASKMASTER_PROJECTION_LEASE_TTL_MS",
+                message: format!("must be at least 500, not {lease_ttl_ms}"),
+            });
+        }
         Ok(Settings {
             environment,
+            projection_partitions,
+            projection_lease_ttl: Duration::from_millis(lease_ttl_ms),
             http_addr: parse(
                 "TASKMASTER_HTTP_ADDR",
                 get("TASKMASTER_HTTP_ADDR"),
@@ -219,6 +252,8 @@ mod tests {
         );
         assert_eq!(s.redis_url.expose(), "redis://127.0.0.1:6379");
         assert_eq!(s.nats_prefix, "");
+        assert_eq!(s.projection_partitions, 8);
+        assert_eq!(s.projection_lease_ttl, Duration::from_secs(5));
     }
 
     #[test]
@@ -251,6 +286,16 @@ mod tests {
                 .variable,
             "TASKMASTER_NATS_PREFIX"
         );
+        for (variable, value) in [
+            ("TASKMASTER_PROJECTION_PARTITIONS", "0"),
+            ("TASKMASTER_PROJECTION_PARTITIONS", "5000"),
+            ("TASKMASTER_PROJECTION_LEASE_TTL_MS", "10"),
+        ] {
+            assert_eq!(
+                settings(&[(variable, value)]).unwrap_err().variable,
+                variable
+            );
+        }
         assert_eq!(
             settings(&[("TASKMASTER_ENV", "staging")])
                 .unwrap_err()

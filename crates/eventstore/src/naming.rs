@@ -75,6 +75,14 @@ impl Naming {
         format!("{}.>", self.subject_root)
     }
 
+    /// What follows the subject root in a task subject (`<owner_id>.<task_id>`): the part
+    /// that names the task whatever the prefix.
+    pub fn task_key<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        subject
+            .strip_prefix(self.subject_root.as_str())?
+            .strip_prefix('.')
+    }
+
     /// Splits a task subject into its owner and task id.
     pub fn parse_subject(&self, subject: &str) -> Option<(UserId, TaskId)> {
         let rest = subject

@@ -133,7 +133,7 @@ pub async fn discard(
     position: u64,
 ) -> Result<bool, ProjectionError> {
     let mut tx = pool.begin().await?;
-    checkpoint::lock(&mut tx, projection).await?;
+    checkpoint::lock_all(&mut tx, projection).await?;
     let removed = sqlx::query("DELETE FROM dead_letters WHERE projection = $1 AND position = $2")
         .bind(projection)
         .bind(position as i64)
@@ -177,7 +177,14 @@ pub async fn retry(
             continue;
         }
         let mut tx = pool.begin().await?;
-        let position = checkpoint::lock(&mut tx, projection).await?;
+        // Rebuilt up to the checkpoint of the task's own partition.
+        let positions = checkpoint::lock_all(&mut tx, projection).await?;
+        let key = store
+            .naming()
+            .task_key(&letter.subject)
+            .unwrap_or(&letter.subject);
+        let partition = crate::layout::partition_of(key, positions.len().max(1) as u16);
+        let position = positions.get(&partition).copied().unwrap_or(0);
         match rebuild_task(store, &letter.subject, position).await {
             Ok(record) => {
                 task_rows::replace(&mut tx, domain::TaskId(task_id), record.as_ref()).await?;

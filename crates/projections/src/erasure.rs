@@ -48,7 +48,7 @@ pub async fn erase_user(
         caught_up = checkpoint::load(pool, TASKS_PROJECTION).await? >= head;
     }
     let mut tx = pool.begin().await?;
-    checkpoint::lock(&mut tx, TASKS_PROJECTION).await?;
+    checkpoint::lock_all(&mut tx, TASKS_PROJECTION).await?;
     let task_rows = sqlx::query("DELETE FROM tasks WHERE owner_id = $1")
         .bind(owner.as_str())
         .execute(&mut *tx)

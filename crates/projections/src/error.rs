@@ -34,6 +34,19 @@ pub enum ProjectionError {
     /// A list cursor that this server did not issue, or issued for another sort.
     #[error("invalid cursor")]
     InvalidCursor,
+    /// A setting the read side cannot work with.
+    #[error("{0}")]
+    Config(String),
+    /// Partition leases in NATS KV could not be read or written.
+    #[error("partition leases: {0}")]
+    Leases(String),
+    /// Another process is rebuilding this projection right now.
+    #[error("a rebuild of {0} is already running (one at a time per database)")]
+    RebuildRunning(String),
+    /// The read model is on another layout than this projector was following (a rebuild
+    /// swapped it in): the projector must start over from the new layout.
+    #[error("the layout of {0} changed (a rebuild was swapped in)")]
+    LayoutChanged(String),
 }
 
 impl ProjectionError {
@@ -43,7 +56,10 @@ impl ProjectionError {
     pub fn is_transient(&self) -> bool {
         match self {
             ProjectionError::Database(e) => is_outage(e),
-            ProjectionError::Stream(_) | ProjectionError::CheckpointMoved { .. } => true,
+            ProjectionError::Stream(_)
+            | ProjectionError::Leases(_)
+            | ProjectionError::CheckpointMoved { .. }
+            | ProjectionError::LayoutChanged(_) => true,
             _ => false,
         }
     }

@@ -1,10 +1,13 @@
 //! Read-your-writes: waiting until the read model has applied a given stream position.
 //!
-//! The projector's transaction sends `NOTIFY taskmaster_projection_position, 'tasks:<n>'`,
-//! which Postgres delivers only when the transaction commits, so a notification means the rows
-//! are visible. One listener per process feeds a `watch` channel that any number of requests
-//! wait on. A slow poll of the checkpoint covers notifications lost while reconnecting.
+//! The projector's transaction sends `NOTIFY taskmaster_projection_position,
+//! 'tasks:<n>:<total>:<partitions>'`, which Postgres delivers only when the transaction commits,
+//! so a notification means the rows are visible. The read model has reached `n` once every
+//! partition has, so one listener per process keeps each partition's position and feeds the
+//! lowest into a `watch` channel that any number of requests wait on. A slow poll of the
+//! checkpoints covers notifications lost while reconnecting.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -12,8 +15,9 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Announcement;
 use crate::error::ProjectionError;
-use crate::{checkpoint, POSITION_CHANNEL};
+use crate::{checkpoint, layout, POSITION_CHANNEL};
 
 /// How often the checkpoint is read even without notifications.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -62,14 +66,54 @@ impl PositionWatch {
     }
 }
 
+/// What the follower knows of the partitions' checkpoints.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Partitions of the stored layout (0 until one is known).
+    total: u16,
+    positions: HashMap<u16, u64>,
+}
+
+impl Seen {
+    fn merge(&mut self, partition: u16, position: u64) {
+        let entry = self.positions.entry(partition).or_insert(0);
+        *entry = (*entry).max(position);
+    }
+
+    /// The lowest checkpoint over the layout's partitions, once each has one.
+    fn reached(&self) -> Option<u64> {
+        if self.total == 0 {
+            return None;
+        }
+        (0..self.total)
+            .map(|p| self.positions.get(&p).copied())
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .min()
+    }
+
+    async fn poll(&mut self, pool: &PgPool, projection: &str) -> Result<(), ProjectionError> {
+        if let Some(layout) = layout::load(pool, projection).await? {
+            self.total = layout.partitions;
+        }
+        for (partition, position) in checkpoint::load_partitions(pool, projection).await? {
+            self.merge(partition, position);
+        }
+        Ok(())
+    }
+}
+
 async fn follow(
     pool: PgPool,
     projection: &'static str,
     tx: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
-    let prefix = format!("{projection}:");
-    let publish = |position: u64| {
+    let mut seen = Seen::default();
+    let publish = |seen: &Seen| {
+        let Some(position) = seen.reached() else {
+            return;
+        };
         tx.send_if_modified(|current| {
             let newer = position > *current;
             if newer {
@@ -97,8 +141,8 @@ async fn follow(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = poll.tick() => {
-                    if let Ok(position) = checkpoint::load(&pool, projection).await {
-                        publish(position);
+                    if seen.poll(&pool, projection).await.is_ok() {
+                        publish(&seen);
                     }
                     if listener.is_none() {
                         break; // try to listen again
@@ -106,8 +150,12 @@ async fn follow(
                 }
                 received = notified => match received {
                     Ok(Some(n)) => {
-                        if let Some(position) = n.payload().strip_prefix(&prefix).and_then(|p| p.parse().ok()) {
-                            publish(position);
+                        if let Some(a) = Announcement::parse(projection, n.payload()) {
+                            seen.total = a.total;
+                            for partition in a.partitions {
+                                seen.merge(partition, a.position);
+                            }
+                            publish(&seen);
                         }
                     }
                     _ => break,

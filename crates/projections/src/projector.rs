@@ -1,12 +1,22 @@
-//! The projector: reads the task stream in order from the checkpoint and applies it to the
-//! read model in batched transactions.
+//! The projector: reads the task stream in order from its checkpoints and applies the events of
+//! the partitions it owns to the read model in batched transactions.
+//!
+//! One process reads the stream once, whatever number of partitions it owns: each event goes to
+//! its task's partition ([`crate::layout::partition_of`]) and is applied only when this process
+//! owns that partition and the partition's checkpoint is behind it; every batch then moves all
+//! owned checkpoints to the batch's last sequence. Ownership comes from leases
+//! ([`crate::leases`]) or, for a single projector, is simply every partition.
 //!
 //! Batches form by themselves: after the first message arrives, everything the client has
 //! already buffered joins the batch without waiting, so an idle system applies each event at
 //! once and a busy one applies hundreds per transaction. On any failure (Postgres or NATS down,
-//! a checkpoint that moved) the projector backs off and restarts from the stored checkpoint;
-//! since rows and checkpoint commit together, restarting is always safe.
+//! a checkpoint that moved) the projector backs off and restarts from the stored checkpoints;
+//! since rows and checkpoints commit together, restarting is always safe.
+//!
+//! The same projector, pointed at a shadow schema, is what a rebuild runs ([`crate::replay`]):
+//! live projection and replay share every line from the batch to the commit.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +26,14 @@ use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 use telemetry::metrics::ProjectionLabels;
 use telemetry::Metrics;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{self, Positions};
 use crate::error::ProjectionError;
-use crate::{checkpoint, dead_letters, task_rows, TASKS_PROJECTION};
+use crate::layout::{self, Layout};
+use crate::leases::{LeaseOptions, PartitionLeases};
+use crate::{dead_letters, task_rows, TASKS_PROJECTION, TASKS_PROJECTION_VERSION};
 
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
@@ -32,6 +46,15 @@ pub struct ProjectorOptions {
     pub max_backoff: Duration,
     /// How often one event is tried before it becomes a dead letter.
     pub attempts_before_dead_letter: u32,
+    /// Partitions of a read model this projector creates, and of the rebuild it starts when
+    /// the stored layout differs. A running read model keeps its stored count.
+    pub partitions: u16,
+    /// How partitions are shared between processes: `None` makes this projector the owner of
+    /// every partition (one projector process; tests); `Some` takes leases in NATS KV.
+    pub leases: Option<LeaseOptions>,
+    /// Whether a stored layout other than the code's (projection version, partitions) makes
+    /// this process rebuild the read model blue/green while the live one keeps serving.
+    pub rebuild_on_layout_change: bool,
 }
 
 impl Default for ProjectorOptions {
@@ -41,6 +64,9 @@ impl Default for ProjectorOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             attempts_before_dead_letter: 3,
+            partitions: 1,
+            leases: None,
+            rebuild_on_layout_change: false,
         }
     }
 }
@@ -53,6 +79,9 @@ pub struct Projector {
     naming: Naming,
     metrics: Arc<Metrics>,
     options: ProjectorOptions,
+    /// Whether commits announce positions to waiting readers: yes for the live read model, no
+    /// for a rebuild's shadow, whose positions mean nothing to readers until it is swapped in.
+    announce: bool,
 }
 
 /// How long a catching-up projector waits for the next messages before committing a batch.
@@ -74,8 +103,22 @@ const LABELS: ProjectionLabels = ProjectionLabels {
     projection: TASKS_PROJECTION,
 };
 
+/// Why [`Projector::follow`] returned without an error.
+enum Stop {
+    Shutdown,
+    OwnershipChanged,
+    Reached,
+}
+
+/// When [`Projector::follow`] should return.
+struct Until<'a> {
+    shutdown: &'a CancellationToken,
+    owned: Option<&'a mut watch::Receiver<BTreeSet<u16>>>,
+    position: Option<u64>,
+}
+
 impl Projector {
-    /// A projector over the stream named by `naming`.
+    /// A projector over the stream named by `naming`, writing the live read model.
     pub fn new(
         pool: PgPool,
         jetstream: async_nats::jetstream::Context,
@@ -89,15 +132,48 @@ impl Projector {
             naming,
             metrics,
             options,
+            announce: true,
         }
+    }
+
+    /// The same projector writing through another pool (a rebuild's shadow schema), silently.
+    pub(crate) fn for_shadow(&self, pool: PgPool) -> Self {
+        Self {
+            pool,
+            announce: false,
+            options: ProjectorOptions {
+                leases: None,
+                rebuild_on_layout_change: false,
+                ..self.options.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.jetstream
+    }
+
+    pub(crate) fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// The layout this code builds: its projection version and the configured partitions.
+    pub fn wanted_layout(&self) -> Result<Layout, ProjectionError> {
+        Layout::new(TASKS_PROJECTION_VERSION, self.options.partitions)
     }
 
     /// Runs until `shutdown` is cancelled; the batch in flight is committed first. Failures
     /// never end the loop: they are logged and retried with backoff.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = self.options.min_backoff;
+        let mut rebuild: Option<tokio::task::JoinHandle<()>> = None;
         while !shutdown.is_cancelled() {
-            match self.follow(&shutdown, &mut backoff).await {
+            match self.run_layout(&shutdown, &mut rebuild, &mut backoff).await {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "projector interrupted; resuming from the checkpoint");
@@ -109,34 +185,179 @@ impl Projector {
                 }
             }
         }
+        if let Some(rebuild) = rebuild {
+            let _ = rebuild.await;
+        }
         tracing::info!("projector stopped");
     }
 
-    /// Follows the stream from the stored checkpoint until cancelled or an error.
-    async fn follow(
+    /// Projects under the stored layout until shutdown, or until a rebuild swaps in another
+    /// layout (then returns [`ProjectionError::LayoutChanged`] so [`Self::run`] starts over).
+    async fn run_layout(
         &self,
         shutdown: &CancellationToken,
+        rebuild: &mut Option<tokio::task::JoinHandle<()>>,
         backoff: &mut Duration,
     ) -> Result<(), ProjectionError> {
-        checkpoint::ensure(&self.pool, TASKS_PROJECTION).await?;
-        let mut position = checkpoint::load(&self.pool, TASKS_PROJECTION).await?;
+        let wanted = self.wanted_layout()?;
+        let layout = layout::ensure(&self.pool, TASKS_PROJECTION, wanted).await?;
+        if layout != wanted && self.options.rebuild_on_layout_change {
+            if rebuild.as_ref().is_none_or(|r| r.is_finished()) {
+                tracing::info!(
+                    stored_version = layout.version,
+                    stored_partitions = layout.partitions,
+                    version = wanted.version,
+                    partitions = wanted.partitions,
+                    "the read model was built by another layout; rebuilding it blue/green"
+                );
+                *rebuild = Some(crate::replay::spawn_rebuild(self.clone(), shutdown.clone()));
+            }
+        } else if layout != wanted {
+            tracing::warn!(
+                stored_version = layout.version,
+                stored_partitions = layout.partitions,
+                version = wanted.version,
+                partitions = wanted.partitions,
+                "the read model was built by another layout; run `taskmaster replay tasks` to rebuild it"
+            );
+        }
+
+        let (owned_tx, mut owned_rx) = watch::channel(BTreeSet::new());
+        let stop_leases = shutdown.child_token();
+        let keeper = match self.options.leases {
+            None => {
+                owned_tx.send_replace(layout.all_partitions().into_iter().collect());
+                None
+            }
+            Some(options) => {
+                let member = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+                let leases = PartitionLeases::open(
+                    &self.jetstream,
+                    &self.naming,
+                    TASKS_PROJECTION,
+                    member,
+                    options,
+                )
+                .await?;
+                let stop = stop_leases.clone();
+                Some(tokio::spawn(leases.run(layout.partitions, owned_tx, stop)))
+            }
+        };
+        let outcome = loop {
+            let owned = owned_rx.borrow_and_update().clone();
+            if owned.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    changed = owned_rx.changed() => {
+                        if changed.is_err() { break Ok(()) }
+                        continue;
+                    }
+                }
+            }
+            let until = Until {
+                shutdown,
+                owned: Some(&mut owned_rx),
+                position: None,
+            };
+            match self.follow(layout, &owned, until, backoff).await {
+                Ok(Stop::Shutdown) => break Ok(()),
+                Ok(Stop::OwnershipChanged | Stop::Reached) => continue,
+                Err(error @ ProjectionError::LayoutChanged(_)) => break Err(error),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, retry_in = ?backoff, "projector interrupted; resuming from the checkpoint");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Ok(()),
+                        _ = tokio::time::sleep(*backoff) => {}
+                    }
+                    *backoff = (*backoff * 2).min(self.options.max_backoff);
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        stop_leases.cancel();
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
+        outcome
+    }
+
+    /// Applies every partition of the stored layout up to at least `position`, then returns
+    /// the lowest checkpoint reached. What a rebuild runs against its shadow schema.
+    pub(crate) async fn catch_up(
+        &self,
+        position: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, ProjectionError> {
+        let mut backoff = self.options.min_backoff;
+        loop {
+            let layout = layout::load(&self.pool, TASKS_PROJECTION)
+                .await?
+                .ok_or_else(|| ProjectionError::LayoutChanged(TASKS_PROJECTION.into()))?;
+            let owned: BTreeSet<u16> = layout.all_partitions().into_iter().collect();
+            let until = Until {
+                shutdown,
+                owned: None,
+                position: Some(position),
+            };
+            match self.follow(layout, &owned, until, &mut backoff).await {
+                Ok(Stop::Reached) => return checkpoint::load(&self.pool, TASKS_PROJECTION).await,
+                Ok(_) => return Err(ProjectionError::Stream("interrupted".into())),
+                Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
+                    tracing::warn!(%error, "rebuild interrupted; resuming from its checkpoint");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.options.max_backoff);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Follows the stream for the `owned` partitions from their stored checkpoints until
+    /// `until` says stop or an error.
+    async fn follow(
+        &self,
+        layout: Layout,
+        owned: &BTreeSet<u16>,
+        mut until: Until<'_>,
+        backoff: &mut Duration,
+    ) -> Result<Stop, ProjectionError> {
+        if layout::load(&self.pool, TASKS_PROJECTION).await? != Some(layout) {
+            return Err(ProjectionError::LayoutChanged(TASKS_PROJECTION.into()));
+        }
+        let stored = checkpoint::load_partitions(&self.pool, TASKS_PROJECTION).await?;
+        let mut positions: Positions = owned
+            .iter()
+            .map(|p| (*p, stored.get(p).copied().unwrap_or(0)))
+            .collect();
+        let reached = |positions: &Positions| positions.values().copied().min().unwrap_or(0);
+        if until.position.is_some_and(|p| reached(&positions) >= p) {
+            return Ok(Stop::Reached);
+        }
         self.metrics
             .projection_position
             .get_or_create(&LABELS)
-            .set(position as i64);
+            .set(reached(&positions) as i64);
         let stream = self
             .jetstream
             .get_stream(self.naming.stream())
             .await
             .map_err(|e| ProjectionError::Stream(e.to_string()))?;
+        let from = reached(&positions) + 1;
         let (_, mut messages) =
-            eventstore::ordered_messages(&stream, self.naming.all_events(), position + 1)
+            eventstore::ordered_messages(&stream, self.naming.all_events(), from)
                 .await
                 .map_err(|e| ProjectionError::Stream(e.to_string()))?;
-        tracing::info!(position, "projector following the stream");
+        tracing::info!(from, partitions = ?owned, "projector following the stream");
         loop {
+            let ownership = async {
+                match until.owned.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = until.shutdown.cancelled() => return Ok(Stop::Shutdown),
+                changed = ownership => return Ok(if changed { Stop::OwnershipChanged } else { Stop::Shutdown }),
                 next = messages.next() => next,
             };
             let mut behind = pending_after(&first);
@@ -167,48 +388,59 @@ impl Projector {
                     None => return Err(ProjectionError::Stream("the consumer closed".into())),
                 }
             }
-            position = self.apply(position, &raw).await?;
+            positions = self.apply(layout, positions, &raw).await?;
             *backoff = self.options.min_backoff;
+            if until.position.is_some_and(|p| reached(&positions) >= p) {
+                return Ok(Stop::Reached);
+            }
         }
     }
 
-    /// Applies one batch of stream messages; returns the new checkpoint.
+    /// Applies one batch of stream messages; returns the new checkpoints.
     ///
     /// The whole batch goes in one transaction. If that fails for a reason other than an
     /// outage, some event in it is poison: the batch is replayed one event at a time, each
     /// retried with backoff, and an event that still fails becomes a dead letter.
-    #[tracing::instrument(skip_all, fields(from = position, size = messages.len()), err)]
+    #[tracing::instrument(skip_all, fields(size = messages.len()), err)]
     async fn apply(
         &self,
-        position: u64,
+        layout: Layout,
+        positions: Positions,
         messages: &[async_nats::jetstream::Message],
-    ) -> Result<u64, ProjectionError> {
+    ) -> Result<Positions, ProjectionError> {
         let started = Instant::now();
         let mut items = Vec::with_capacity(messages.len());
         let mut pending = 0;
+        let mut last = 0;
         for message in messages {
             let Some(raw) = RawEvent::from_consumer(message) else {
                 continue;
             };
-            if raw.sequence <= position {
+            last = last.max(raw.sequence);
+            pending = message.info().map(|i| i.pending).unwrap_or(0);
+            let partition = self.partition_of(raw.subject, layout.partitions);
+            let behind = positions
+                .get(&partition)
+                .is_some_and(|&at| raw.sequence > at);
+            if !behind {
                 continue;
             }
-            pending = message.info().map(|i| i.pending).unwrap_or(0);
             let decoded = raw.decode(&self.naming).map_err(|e| e.to_string());
             items.push(Item { raw, decoded });
         }
-        let Some(last) = items.last().map(|i| i.raw.sequence) else {
-            return Ok(position);
-        };
-        match self.commit(position, last, &items, None).await {
+        if positions.values().all(|&at| at >= last) {
+            return Ok(positions);
+        }
+        let mut at = positions;
+        match self.commit(layout, &at, last, &items, None).await {
             Ok(()) => {}
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, "a batch failed; applying its events one by one");
-                let mut at = position;
                 for item in &items {
-                    at = self.apply_one(at, item).await?;
+                    at = self.apply_one(layout, at, item).await?;
                 }
+                self.commit(layout, &at, last, &[], None).await?;
             }
         }
         self.metrics
@@ -227,32 +459,42 @@ impl Projector {
             .projection_batch_duration
             .get_or_create(&LABELS)
             .observe(started.elapsed().as_secs_f64());
-        Ok(last)
+        Ok(advance(&at, last))
+    }
+
+    /// The partition of a subject: hashed from what follows the subject root, so the prefix
+    /// does not matter.
+    fn partition_of(&self, subject: &str, partitions: u16) -> u16 {
+        if partitions <= 1 {
+            return 0;
+        }
+        let key = self.naming.task_key(subject).unwrap_or(subject);
+        layout::partition_of(key, partitions)
     }
 
     /// Applies one event, retrying with backoff; dead-letters it when it keeps failing.
-    async fn apply_one(&self, position: u64, item: &Item<'_>) -> Result<u64, ProjectionError> {
+    async fn apply_one(
+        &self,
+        layout: Layout,
+        positions: Positions,
+        item: &Item<'_>,
+    ) -> Result<Positions, ProjectionError> {
         let to = item.raw.sequence;
         let mut backoff = self.options.min_backoff;
         let mut attempt = 1;
         loop {
             let error = match self
-                .commit(position, to, std::slice::from_ref(item), None)
+                .commit(layout, &positions, to, std::slice::from_ref(item), None)
                 .await
             {
-                Ok(()) => return Ok(to),
+                Ok(()) => return Ok(advance(&positions, to)),
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => error,
             };
             if attempt >= self.options.attempts_before_dead_letter {
-                self.commit(
-                    position,
-                    to,
-                    &[],
-                    Some((item, error.to_string(), attempt as i32)),
-                )
-                .await?;
-                return Ok(to);
+                let dead = (item, error.to_string(), attempt as i32);
+                self.commit(layout, &positions, to, &[], Some(dead)).await?;
+                return Ok(advance(&positions, to));
             }
             tracing::warn!(sequence = to, attempt, %error, "applying an event failed; retrying");
             tokio::time::sleep(backoff).await;
@@ -261,11 +503,12 @@ impl Projector {
         }
     }
 
-    /// One transaction: lock the checkpoint at `from`, dead-letter what cannot be decoded (and
-    /// `dead`, if given), apply the rest except quarantined tasks, move the checkpoint to `to`.
+    /// One transaction: lock the checkpoints at `from`, dead-letter what cannot be decoded (and
+    /// `dead`, if given), apply the rest except quarantined tasks, move the checkpoints to `to`.
     async fn commit(
         &self,
-        from: u64,
+        layout: Layout,
+        from: &Positions,
         to: u64,
         items: &[Item<'_>],
         dead: Option<(&Item<'_>, String, i32)>,
@@ -275,7 +518,7 @@ impl Projector {
         let mut quarantined = dead_letters::quarantined(&mut tx, TASKS_PROJECTION).await?;
         let mut failures: Vec<(&Item<'_>, String, i32)> = dead.into_iter().collect();
         let mut events = Vec::with_capacity(items.len());
-        for item in items {
+        for item in items.iter().filter(|i| i.raw.sequence <= to) {
             match &item.decoded {
                 Ok(event) if quarantined.contains(&event.task_id.0) => {}
                 Ok(event) => events.push(event),
@@ -319,7 +562,18 @@ impl Projector {
         }
         events.retain(|e| !quarantined.contains(&e.task_id.0));
         task_rows::apply_batch(&mut tx, &events).await?;
-        checkpoint::set(&mut tx, TASKS_PROJECTION, to).await?;
+        let partitions: Vec<u16> = from.keys().copied().collect();
+        checkpoint::set(&mut tx, TASKS_PROJECTION, &partitions, to).await?;
+        if self.announce {
+            checkpoint::notify(
+                &mut tx,
+                TASKS_PROJECTION,
+                layout.partitions,
+                &partitions,
+                to,
+            )
+            .await?;
+        }
         tx.commit().await?;
         if !failures.is_empty() {
             self.metrics
@@ -329,6 +583,14 @@ impl Projector {
         }
         Ok(())
     }
+}
+
+/// Every partition moved forward to `to` (a partition already past it stays where it is).
+fn advance(positions: &Positions, to: u64) -> Positions {
+    positions
+        .iter()
+        .map(|(p, at)| (*p, (*at).max(to)))
+        .collect()
 }
 
 /// A stream message and what decoding it gave.

@@ -1,0 +1,251 @@
+//! Partition ownership: which projector process applies which partitions, through leases in a
+//! NATS KV bucket.
+//!
+//! Each partition is a key (`<projection>.<total>.<partition>`) whose value names its owner.
+//! A process takes a free partition with `create` (which only succeeds when the key is absent),
+//! keeps it by renewing with `update` against the revision it holds (compare-and-set), and gives
+//! it back with a revision-checked delete. The bucket's `max_age` is the lease TTL: a lease not
+//! renewed in time disappears on its own, so the partitions of a process that died move to the
+//! survivors within the TTL plus one renewal interval.
+//!
+//! Processes also keep a heartbeat key (`members.<projection>.<id>`, same TTL); each one aims at
+//! `ceil(partitions / members)` partitions, takes free ones when under, and hands back its
+//! highest ones when over, so the work spreads out as processes join and leave.
+//!
+//! Leases are an efficiency measure, not what keeps the read model exact: a process that lost
+//! its lease without noticing (a long pause) can at worst commit one batch, and only if the
+//! checkpoint is still where it read it, because every batch compares-and-sets the checkpoints
+//! of its partitions in Postgres. Per-task order holds because a partition has one writer at a
+//! time under that lock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use eventstore::Naming;
+use futures::TryStreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProjectionError;
+
+/// Lease timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// How long a lease lives without renewal: the bound on how long a dead process's
+    /// partitions stay unowned. Renewal (and rebalancing) runs five times per TTL.
+    pub ttl: Duration,
+    /// Stream replicas of the lease bucket (3 on a cluster).
+    pub replicas: usize,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(5),
+            replicas: 1,
+        }
+    }
+}
+
+impl LeaseOptions {
+    fn tick(&self) -> Duration {
+        (self.ttl / 5).max(Duration::from_millis(50))
+    }
+}
+
+/// The KV bucket of the leases of one deployment.
+pub fn bucket_name(naming: &Naming) -> String {
+    naming.scoped("projector_leases")
+}
+
+/// One process's claim on partitions of one projection.
+#[derive(Debug)]
+pub struct PartitionLeases {
+    kv: kv::Store,
+    projection: &'static str,
+    member: String,
+    options: LeaseOptions,
+}
+
+impl PartitionLeases {
+    /// Opens (creating or updating) the lease bucket; `member` names this process.
+    pub async fn open(
+        jetstream: &async_nats::jetstream::Context,
+        naming: &Naming,
+        projection: &'static str,
+        member: String,
+        options: LeaseOptions,
+    ) -> Result<Self, ProjectionError> {
+        let kv = jetstream
+            .create_or_update_key_value(kv::Config {
+                bucket: bucket_name(naming),
+                description: "taskmaster: which projector process owns which partition".into(),
+                history: 1,
+                max_age: options.ttl,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: options.replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProjectionError::Leases(e.to_string()))?;
+        Ok(Self {
+            kv,
+            projection,
+            member,
+            options,
+        })
+    }
+
+    fn key(&self, total: u16, partition: u16) -> String {
+        format!("{}.{total}.{partition}", self.projection)
+    }
+
+    fn member_prefix(&self) -> String {
+        format!("members.{}.", self.projection)
+    }
+
+    /// Keeps this process's share of `total` partitions until `shutdown`, publishing the set it
+    /// owns on `owned` whenever it changes; gives every lease back on the way out.
+    pub async fn run(
+        self,
+        total: u16,
+        owned: watch::Sender<BTreeSet<u16>>,
+        shutdown: CancellationToken,
+    ) {
+        // Partition -> (revision held, last successful renewal).
+        let mut held: BTreeMap<u16, (u64, Instant)> = BTreeMap::new();
+        let tick = self.options.tick();
+        let member_key = format!("{}{}", self.member_prefix(), self.member);
+        // Start looking for free partitions at a place of our own, so joining processes do not
+        // all race for partition 0.
+        let offset = crate::layout::partition_of(&self.member, total);
+        loop {
+            self.renew(total, &mut held).await;
+            let members = match self.heartbeat_and_count(&member_key).await {
+                Ok(members) => members.max(1),
+                Err(error) => {
+                    tracing::warn!(%error, "partition leases: cannot reach the lease bucket");
+                    0
+                }
+            };
+            if members > 0 {
+                let target = total.div_ceil(members).max(1) as usize;
+                while held.len() > target {
+                    let Some((partition, (revision, _))) = held.pop_last() else {
+                        break;
+                    };
+                    publish(&owned, &held);
+                    tracing::info!(partition, "handing a partition over to another process");
+                    let _ = self
+                        .kv
+                        .delete_expect_revision(self.key(total, partition), Some(revision))
+                        .await;
+                }
+                for step in 0..total {
+                    if held.len() >= target {
+                        break;
+                    }
+                    let partition = (offset + step) % total;
+                    if held.contains_key(&partition) {
+                        continue;
+                    }
+                    let value = Bytes::from(self.member.clone());
+                    if let Ok(revision) = self.kv.create(self.key(total, partition), value).await {
+                        tracing::info!(partition, "took over a partition");
+                        held.insert(partition, (revision, Instant::now()));
+                    }
+                }
+            }
+            publish(&owned, &held);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        held_release(&self, total, &mut held, &owned, &member_key).await;
+    }
+
+    /// Renews every lease held; drops those lost (someone else's now, or expired) and those
+    /// that could not be renewed for so long that they may have expired.
+    async fn renew(&self, total: u16, held: &mut BTreeMap<u16, (u64, Instant)>) {
+        let give_up_after = self.options.ttl.saturating_sub(self.options.tick());
+        let mut lost = Vec::new();
+        for (&partition, (revision, renewed)) in held.iter_mut() {
+            let value = Bytes::from(self.member.clone());
+            match self
+                .kv
+                .update(self.key(total, partition), value, *revision)
+                .await
+            {
+                Ok(next) => {
+                    *revision = next;
+                    *renewed = Instant::now();
+                }
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(partition, "lost the lease of a partition");
+                    lost.push(partition);
+                }
+                Err(error) if renewed.elapsed() >= give_up_after => {
+                    tracing::warn!(partition, %error, "could not renew a lease in time; letting the partition go");
+                    lost.push(partition);
+                }
+                Err(_) => {}
+            }
+        }
+        for partition in lost {
+            held.remove(&partition);
+        }
+    }
+
+    /// Refreshes this process's heartbeat and counts the live processes.
+    async fn heartbeat_and_count(&self, member_key: &str) -> Result<u16, ProjectionError> {
+        let leases = |e: &dyn std::fmt::Display| ProjectionError::Leases(e.to_string());
+        self.kv
+            .put(member_key, Bytes::from(self.member.clone()))
+            .await
+            .map_err(|e| leases(&e))?;
+        let prefix = self.member_prefix();
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| leases(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| leases(&e))?;
+        Ok(keys.iter().filter(|k| k.starts_with(&prefix)).count() as u16)
+    }
+}
+
+/// Gives back every lease (and the heartbeat) so survivors take over at once.
+async fn held_release(
+    leases: &PartitionLeases,
+    total: u16,
+    held: &mut BTreeMap<u16, (u64, Instant)>,
+    owned: &watch::Sender<BTreeSet<u16>>,
+    member_key: &str,
+) {
+    let released: Vec<(u16, u64)> = held.iter().map(|(p, (r, _))| (*p, *r)).collect();
+    held.clear();
+    publish(owned, held);
+    for (partition, revision) in released {
+        let _ = leases
+            .kv
+            .delete_expect_revision(leases.key(total, partition), Some(revision))
+            .await;
+    }
+    let _ = leases.kv.delete(member_key).await;
+}
+
+fn publish(owned: &watch::Sender<BTreeSet<u16>>, held: &BTreeMap<u16, (u64, Instant)>) {
+    let now: BTreeSet<u16> = held.keys().copied().collect();
+    owned.send_if_modified(|current| {
+        let changed = *current != now;
+        if changed {
+            *current = now;
+        }
+        changed
+    });
+}
