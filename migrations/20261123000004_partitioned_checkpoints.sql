@@ -3,6 +3,11 @@
 -- processes share the work without reordering any task's events.
 ALTER TABLE projection_checkpoints ADD COLUMN partition integer NOT NULL DEFAULT 0
     CHECK (partition >= 0);
+-- The layout a checkpoint belongs to. A batch checks it on the row it locks, so a projector
+-- still on the old layout cannot commit after a rebuild swapped in a new one, even when the
+-- new checkpoint happens to equal the one it expected.
+ALTER TABLE projection_checkpoints ADD COLUMN version integer NOT NULL DEFAULT 1;
+ALTER TABLE projection_checkpoints ADD COLUMN partitions integer NOT NULL DEFAULT 1;
 ALTER TABLE projection_checkpoints DROP CONSTRAINT projection_checkpoints_pkey;
 ALTER TABLE projection_checkpoints ADD PRIMARY KEY (projection, partition);
 

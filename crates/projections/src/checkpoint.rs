@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use sqlx::{PgExecutor, Postgres, Transaction};
 
 use crate::error::ProjectionError;
-use crate::{layout, POSITION_CHANNEL};
+use crate::layout::{self, Layout};
+use crate::POSITION_CHANNEL;
 
 /// Checkpoints of some partitions of one projection, by partition.
 pub type Positions = BTreeMap<u16, u64>;
@@ -65,31 +66,37 @@ fn as_i32(partitions: &[u16]) -> Vec<i32> {
     partitions.iter().map(|&p| i32::from(p)).collect()
 }
 
-/// Locks the checkpoint rows of `partitions` (in partition order, so two lockers of overlapping
-/// sets cannot deadlock) for the rest of the transaction and returns their positions. Missing
-/// rows are created at 0 first, so a batch pays one statement here once they exist.
+/// Locks the checkpoint rows of `partitions` of `layout` (in partition order, so two lockers
+/// of overlapping sets cannot deadlock) for the rest of the transaction and returns their
+/// positions. Missing rows are created at 0 first, so a batch pays one statement here once they
+/// exist. Fails with [`ProjectionError::LayoutChanged`] when a row belongs to another layout
+/// (a rebuild was swapped in): the check is on the locked row itself, so it also holds for a
+/// lock that waited on the swap.
 pub async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
+    layout: Layout,
     partitions: &[u16],
 ) -> Result<Positions, ProjectionError> {
     let wanted = as_i32(partitions);
-    let select = "SELECT partition, position FROM projection_checkpoints
+    let select = "SELECT partition, position, version, partitions FROM projection_checkpoints
                    WHERE projection = $1 AND partition = ANY($2)
                    ORDER BY partition FOR UPDATE";
-    let mut rows: Vec<(i32, i64)> = sqlx::query_as(select)
+    let mut rows: Vec<(i32, i64, i32, i32)> = sqlx::query_as(select)
         .bind(projection)
         .bind(&wanted)
         .fetch_all(&mut **tx)
         .await?;
     if rows.len() < partitions.len() {
         sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, partition, position)
-             SELECT $1, p, 0 FROM UNNEST($2::int4[]) AS p
+            "INSERT INTO projection_checkpoints (projection, partition, position, version, partitions)
+             SELECT $1, p, 0, $3, $4 FROM UNNEST($2::int4[]) AS p
              ON CONFLICT (projection, partition) DO NOTHING",
         )
         .bind(projection)
         .bind(&wanted)
+        .bind(layout.version as i32)
+        .bind(i32::from(layout.partitions))
         .execute(&mut **tx)
         .await?;
         rows = sqlx::query_as(select)
@@ -98,34 +105,45 @@ pub async fn lock(
             .fetch_all(&mut **tx)
             .await?;
     }
+    let ours = |version: i32, count: i32| {
+        version == layout.version as i32 && count == i32::from(layout.partitions)
+    };
+    if rows
+        .iter()
+        .any(|&(_, _, version, count)| !ours(version, count))
+    {
+        return Err(ProjectionError::LayoutChanged(projection.to_owned()));
+    }
     Ok(rows
         .into_iter()
-        .map(|(p, position)| (p.max(0) as u16, position.max(0) as u64))
+        .map(|(p, position, _, _)| (p.max(0) as u16, position.max(0) as u64))
         .collect())
 }
 
 /// Locks every partition of the projection's stored layout (for writers outside the projector:
-/// dead-letter retries, erasure), so no projector batch interleaves with them.
+/// dead-letter retries, erasure, a rebuild's swap), so no projector batch interleaves with them.
 pub async fn lock_all(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
 ) -> Result<Positions, ProjectionError> {
-    let partitions = match layout::load(&mut **tx, projection).await? {
-        Some(layout) => layout.all_partitions(),
-        None => vec![0],
+    let layout = match layout::load(&mut **tx, projection).await? {
+        Some(layout) => layout,
+        None => Layout::new(crate::TASKS_PROJECTION_VERSION, 1)?,
     };
-    lock(tx, projection, &partitions).await
+    lock(tx, projection, layout, &layout.all_partitions()).await
 }
 
 /// Locks the checkpoints of `expected`'s partitions and checks that each is still where the
-/// caller left it; fails with [`ProjectionError::CheckpointMoved`] otherwise.
+/// caller left it, under the same layout; fails with [`ProjectionError::CheckpointMoved`] or
+/// [`ProjectionError::LayoutChanged`] otherwise.
 pub async fn lock_at(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
+    layout: Layout,
     expected: &Positions,
 ) -> Result<(), ProjectionError> {
     let partitions: Vec<u16> = expected.keys().copied().collect();
-    if &lock(tx, projection, &partitions).await? != expected {
+    if &lock(tx, projection, layout, &partitions).await? != expected {
         return Err(ProjectionError::CheckpointMoved {
             projection: projection.to_owned(),
             expected: expected.values().copied().min().unwrap_or(0),

@@ -55,6 +55,9 @@ impl LeaseOptions {
     }
 }
 
+/// The checked-in definition of the lease bucket's stream.
+pub const PROJECTOR_LEASES_JSON: &str = include_str!("../../../nats/buckets/projector_leases.json");
+
 /// The KV bucket of the leases of one deployment.
 pub fn bucket_name(naming: &Naming) -> String {
     naming.scoped("projector_leases")
@@ -78,18 +81,25 @@ impl PartitionLeases {
         member: String,
         options: LeaseOptions,
     ) -> Result<Self, ProjectionError> {
-        let kv = jetstream
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket_name(naming),
-                description: "taskmaster: which projector process owns which partition".into(),
-                history: 1,
-                max_age: options.ttl,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                num_replicas: options.replicas.max(1),
-                ..Default::default()
-            })
+        // The bucket's stream is applied from its checked-in definition rather than through
+        // `create_key_value`, which cannot read NATS 2.9's account info.
+        let bucket = bucket_name(naming);
+        let mut config: async_nats::jetstream::stream::Config =
+            serde_json::from_str(PROJECTOR_LEASES_JSON)
+                .map_err(|e| ProjectionError::Config(format!("nats/buckets: {e}")))?;
+        config.name = format!("KV_{bucket}");
+        config.subjects = vec![format!("$KV.{bucket}.>")];
+        config.max_age = options.ttl;
+        config.duplicate_window = options.ttl;
+        config.num_replicas = options.replicas.max(1);
+        jetstream
+            .create_or_update_stream(config)
             .await
-            .map_err(|e| ProjectionError::Leases(e.to_string()))?;
+            .map_err(|e| ProjectionError::Leases(format!("applying bucket {bucket}: {e}")))?;
+        let kv = jetstream
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| ProjectionError::Leases(format!("opening bucket {bucket}: {e}")))?;
         Ok(Self {
             kv,
             projection,

@@ -28,6 +28,7 @@ use telemetry::metrics::ProjectionLabels;
 use telemetry::Metrics;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::checkpoint::{self, Positions};
 use crate::error::ProjectionError;
@@ -240,7 +241,13 @@ impl Projector {
                 )
                 .await?;
                 let stop = stop_leases.clone();
-                Some(tokio::spawn(leases.run(layout.partitions, owned_tx, stop)))
+                // Aborted if this future is dropped (the task running the projector aborted),
+                // so leases are never renewed on behalf of a projector that is gone.
+                Some(AbortOnDropHandle::new(tokio::spawn(leases.run(
+                    layout.partitions,
+                    owned_tx,
+                    stop,
+                ))))
             }
         };
         let outcome = loop {
@@ -514,7 +521,7 @@ impl Projector {
         dead: Option<(&Item<'_>, String, i32)>,
     ) -> Result<(), ProjectionError> {
         let mut tx = self.pool.begin().await?;
-        checkpoint::lock_at(&mut tx, TASKS_PROJECTION, from).await?;
+        checkpoint::lock_at(&mut tx, TASKS_PROJECTION, layout, from).await?;
         let mut quarantined = dead_letters::quarantined(&mut tx, TASKS_PROJECTION).await?;
         let mut failures: Vec<(&Item<'_>, String, i32)> = dead.into_iter().collect();
         let mut events = Vec::with_capacity(items.len());

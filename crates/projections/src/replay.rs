@@ -406,11 +406,13 @@ async fn try_swap(
     .execute(&mut *tx)
     .await?;
     sqlx::query(&format!(
-        "INSERT INTO {live_schema}.projection_checkpoints (projection, partition, position)
-         SELECT projection, partition, position FROM {shadow_schema}.projection_checkpoints
-          WHERE projection = $1
+        "INSERT INTO {live_schema}.projection_checkpoints
+                (projection, partition, position, version, partitions)
+         SELECT projection, partition, position, version, partitions
+           FROM {shadow_schema}.projection_checkpoints WHERE projection = $1
          ON CONFLICT (projection, partition) DO UPDATE
-            SET position = EXCLUDED.position, updated_at = now()"
+            SET position = EXCLUDED.position, version = EXCLUDED.version,
+                partitions = EXCLUDED.partitions, updated_at = now()"
     ))
     .bind(TASKS_PROJECTION)
     .execute(&mut *tx)
