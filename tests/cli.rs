@@ -300,3 +300,57 @@ fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
         .unwrap()
         .starts_with("error: the read model differs"));
 }
+
+#[test]
+fn replay_rebuilds_what_verify_found_wrong_with_progress_lines_off_a_terminal() {
+    let db = testkit::TestDatabase::planned();
+    let scope = testkit::NatsScope::new();
+    let run = |args: &[&str]| {
+        taskmaster()
+            .env("DATABASE_URL", &db.url)
+            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
+            .env("TASKMASTER_PROJECTION_PARTITIONS", "3")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = projections::database::connect(&db.url, 1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
+             VALUES ($1, 'ghost', 'not in the log', 'open', now(), now(), 1, 1)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+    assert_eq!(run(&["verify"]).status.code(), Some(1));
+
+    let replayed = run(&["replay", "tasks"]);
+    let stderr = String::from_utf8(replayed.stderr).unwrap();
+    assert!(replayed.status.success(), "{stderr}");
+    let stdout = String::from_utf8(replayed.stdout).unwrap();
+    assert!(
+        stdout.contains("rebuilt tasks at position 0") && stdout.contains("3 partition(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("replay tasks: "),
+        "plain progress lines: {stderr}"
+    );
+    assert!(run(&["verify"]).status.success());
+
+    for (projection, message) in [
+        ("ml", "error: the ml projection is not available"),
+        ("bogus", "error: unknown projection \"bogus\""),
+    ] {
+        let refused = run(&["replay", projection]);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8(refused.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(message), "{stderr}");
+    }
+}

@@ -31,8 +31,12 @@ pub async fn ensure_database(url: &str) -> Result<bool, ProjectionError> {
         .await
     {
         Ok(_) => Ok(true),
-        // Another process created it between our check and our create.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
+        // Another process created it between our check and our create: 42P04 when theirs had
+        // committed, 23505 (on pg_database's name index) when both creates ran at once, as
+        // when several processes of a deployment start together.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
+            Ok(false)
+        }
         Err(e) => Err(e.into()),
     };
     let _ = admin.close().await;

@@ -195,3 +195,29 @@ async fn erasure_without_a_running_projector_still_removes_the_user_and_says_it_
         .unwrap()
         .is_clean());
 }
+
+#[tokio::test]
+async fn processes_starting_together_all_find_the_database_one_of_them_created() {
+    let planned = testkit::TestDatabase::planned();
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = planned.url.clone();
+            tokio::spawn(async move { projections::database::ensure_database(&url).await })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        if attempt
+            .await
+            .unwrap()
+            .expect("no process fails on the race")
+        {
+            created += 1;
+        }
+    }
+    assert!(created <= 1, "{created} processes claim to have created it");
+    let pool = projections::database::connect(&planned.url, 1)
+        .await
+        .unwrap();
+    projections::database::migrate(&pool).await.unwrap();
+}
