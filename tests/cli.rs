@@ -255,6 +255,22 @@ fn dead_letters_list_says_when_there_are_none_and_discard_refuses_unknown_positi
     );
 }
 
+/// Tampers with the read model: a task no event ever created.
+fn insert_a_row_the_log_does_not_imply(database_url: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = projections::database::connect(database_url, 1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
+             VALUES ($1, 'ghost', 'not in the log', 'open', now(), now(), 1, 1)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+}
+
 #[test]
 fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
     let db = testkit::TestDatabase::planned();
@@ -276,19 +292,7 @@ fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
     );
     assert!(String::from_utf8(clean.stdout).unwrap().contains(": clean"));
 
-    // A row the log does not imply.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let pool = projections::database::connect(&db.url, 1).await.unwrap();
-        sqlx::query(
-            "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
-             VALUES ($1, 'ghost', 'not in the log', 'open', now(), now(), 1, 1)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .execute(&pool)
-        .await
-        .unwrap();
-    });
+    insert_a_row_the_log_does_not_imply(&db.url);
     let dirty = run(&["verify"]);
     assert_eq!(dirty.status.code(), Some(1));
     let stdout = String::from_utf8(dirty.stdout).unwrap();
@@ -315,18 +319,7 @@ fn replay_rebuilds_what_verify_found_wrong_with_progress_lines_off_a_terminal() 
             .unwrap()
     };
     assert!(run(&["migrate"]).status.success());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let pool = projections::database::connect(&db.url, 1).await.unwrap();
-        sqlx::query(
-            "INSERT INTO tasks (id, owner_id, title, status, created_at, updated_at, version, position)
-             VALUES ($1, 'ghost', 'not in the log', 'open', now(), now(), 1, 1)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .execute(&pool)
-        .await
-        .unwrap();
-    });
+    insert_a_row_the_log_does_not_imply(&db.url);
     assert_eq!(run(&["verify"]).status.code(), Some(1));
 
     let replayed = run(&["replay", "tasks"]);

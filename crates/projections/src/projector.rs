@@ -202,25 +202,21 @@ impl Projector {
     ) -> Result<(), ProjectionError> {
         let wanted = self.wanted_layout()?;
         let layout = layout::ensure(&self.pool, TASKS_PROJECTION, wanted).await?;
-        if layout != wanted && self.options.rebuild_on_layout_change {
-            if rebuild.as_ref().is_none_or(|r| r.is_finished()) {
-                tracing::info!(
-                    stored_version = layout.version,
-                    stored_partitions = layout.partitions,
-                    version = wanted.version,
-                    partitions = wanted.partitions,
-                    "the read model was built by another layout; rebuilding it blue/green"
-                );
-                *rebuild = Some(crate::replay::spawn_rebuild(self.clone(), shutdown.clone()));
-            }
-        } else if layout != wanted {
+        let idle = rebuild.as_ref().is_none_or(|r| r.is_finished());
+        if layout != wanted && idle {
+            let rebuilding = self.options.rebuild_on_layout_change;
             tracing::warn!(
                 stored_version = layout.version,
                 stored_partitions = layout.partitions,
                 version = wanted.version,
                 partitions = wanted.partitions,
-                "the read model was built by another layout; run `taskmaster replay tasks` to rebuild it"
+                rebuilding,
+                "the read model was built by another layout; it keeps serving until a rebuild \
+                 (automatic when `rebuilding`, else `taskmaster replay tasks`) swaps a new one in"
             );
+            if rebuilding {
+                *rebuild = Some(crate::replay::spawn_rebuild(self.clone(), shutdown.clone()));
+            }
         }
 
         let (owned_tx, mut owned_rx) = watch::channel(BTreeSet::new());

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,14 +17,10 @@ const PARTITIONS: u16 = 6;
 const TTL: Duration = Duration::from_millis(1_500);
 
 fn leased_projector(world: &World) -> Projector {
-    Projector::new(
-        world.pool.clone(),
-        world.store.jetstream().clone(),
-        world.naming.clone(),
-        Arc::new(telemetry::Metrics::new()),
+    projector_with(
+        world,
         ProjectorOptions {
             max_batch: 40,
-            min_backoff: Duration::from_millis(10),
             partitions: PARTITIONS,
             leases: Some(LeaseOptions {
                 ttl: TTL,
@@ -153,10 +148,7 @@ async fn three_projectors_share_the_partitions_and_when_one_dies_the_others_fini
         .unwrap();
     assert_eq!(partitions.len(), PARTITIONS as usize);
     assert!(partitions.values().all(|&p| p == head), "{partitions:?}");
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 }
 
 #[tokio::test]
@@ -184,8 +176,5 @@ async fn a_new_read_model_takes_the_configured_partitions_and_a_running_one_keep
     running.await.unwrap();
     let stored = layout::load(&world.pool, TASKS_PROJECTION).await.unwrap();
     assert_eq!(stored.map(|l| l.partitions), Some(1));
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 }

@@ -105,10 +105,7 @@ async fn verify_names_every_tampered_missing_and_stray_row() {
     write_history(world.store.clone(), owner.clone(), 4, 2).await;
     let head = world.store.head_position().await.unwrap();
     project_until(&world, head).await;
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     let mut ids: Vec<TaskId> = rows.keys().copied().collect();
@@ -190,10 +187,7 @@ async fn erasure_without_a_running_projector_still_removes_the_user_and_says_it_
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.values().all(|r| r.task.owner == judy));
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 }
 
 #[tokio::test]

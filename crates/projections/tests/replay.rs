@@ -18,15 +18,11 @@ use projections::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-fn projector_with(world: &World, partitions: u16, rebuild_on_layout_change: bool) -> Projector {
-    Projector::new(
-        world.pool.clone(),
-        world.store.jetstream().clone(),
-        world.naming.clone(),
-        Arc::new(telemetry::Metrics::new()),
+fn projector_on(world: &World, partitions: u16, rebuild_on_layout_change: bool) -> Projector {
+    projector_with(
+        world,
         ProjectorOptions {
             max_batch: 200,
-            min_backoff: Duration::from_millis(10),
             partitions,
             rebuild_on_layout_change,
             ..ProjectorOptions::default()
@@ -50,7 +46,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
 
     // The live side: a projector on 2 partitions, and readers querying without pause.
     let shutdown = CancellationToken::new();
-    let live = projector_with(&world, 2, false);
+    let live = projector_on(&world, 2, false);
     let live_run = tokio::spawn({
         let shutdown = shutdown.clone();
         let live = live.clone();
@@ -91,7 +87,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
     let writer = tokio::spawn(write_history(world.store.clone(), owner.clone(), 40, 3));
 
     // Rebuild with 4 partitions instead of 2.
-    let rebuilder = projector_with(&world, 4, false);
+    let rebuilder = projector_on(&world, 4, false);
     let (sender, watching) = progress();
     let report = replay::rebuild(&rebuilder, &shutdown, &sender)
         .await
@@ -133,10 +129,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
     let ids: Vec<TaskId> = rows.keys().copied().collect();
     assert_eq!(rows.len(), 80);
     assert_eq!(rows, fold_log(&world.store, &owner, &ids).await);
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
     // The swapped-in table has every index of the migrated one, under the same names.
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'tasks'
@@ -195,7 +188,7 @@ async fn a_read_model_built_by_another_projection_version_is_rebuilt_when_a_proj
         .is_clean());
 
     let shutdown = CancellationToken::new();
-    let projector = projector_with(&world, 3, true);
+    let projector = projector_on(&world, 3, true);
     let running = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { projector.run(shutdown).await }
@@ -215,10 +208,7 @@ async fn a_read_model_built_by_another_projection_version_is_rebuilt_when_a_proj
     wait_for_checkpoint(&world.pool, head).await;
     shutdown.cancel();
     running.await.unwrap();
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 }
 
 #[tokio::test]
@@ -228,7 +218,7 @@ async fn a_second_rebuild_is_refused_while_one_runs_and_leftovers_of_an_interrup
     write_history(world.store.clone(), UserId::parse("uma").unwrap(), 5, 1).await;
     let head = world.store.head_position().await.unwrap();
     project_until(&world, head).await;
-    let rebuilder = projector_with(&world, 2, false);
+    let rebuilder = projector_on(&world, 2, false);
 
     // Another session holds the rebuild lock: refused, and the live model is untouched.
     let mut other = world.pool.acquire().await.unwrap();
@@ -259,10 +249,7 @@ async fn a_second_rebuild_is_refused_while_one_runs_and_leftovers_of_an_interrup
         .await
         .unwrap();
     assert_eq!(report.tasks, 5);
-    assert!(projections::verify::verify(&world.pool, &world.store)
-        .await
-        .unwrap()
-        .is_clean());
+    assert_verify_clean(&world).await;
 }
 
 #[tokio::test]
@@ -280,7 +267,7 @@ async fn a_rebuild_that_fails_leaves_the_live_model_serving_and_no_shadow_behind
         .unwrap();
     let (sender, _) = progress();
     let failed = replay::rebuild(
-        &projector_with(&world, 2, false),
+        &projector_on(&world, 2, false),
         &CancellationToken::new(),
         &sender,
     )

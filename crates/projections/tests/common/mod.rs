@@ -54,17 +54,35 @@ pub async fn world() -> World {
 }
 
 pub fn new_projector(world: &World) -> Projector {
+    projector_with(
+        world,
+        ProjectorOptions {
+            max_batch: 50,
+            ..ProjectorOptions::default()
+        },
+    )
+}
+
+/// A projector on the world's database and stream with `options` (fast backoff for tests).
+pub fn projector_with(world: &World, options: ProjectorOptions) -> Projector {
     Projector::new(
         world.pool.clone(),
         world.store.jetstream().clone(),
         world.naming.clone(),
         Arc::new(telemetry::Metrics::new()),
         ProjectorOptions {
-            max_batch: 50,
             min_backoff: Duration::from_millis(10),
-            ..ProjectorOptions::default()
+            ..options
         },
     )
+}
+
+/// Asserts that the read model is exactly what the log implies.
+pub async fn assert_verify_clean(world: &World) {
+    let report = projections::verify::verify(&world.pool, &world.store)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }
 
 pub fn meta() -> CommandMeta {
