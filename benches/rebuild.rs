@@ -6,7 +6,7 @@
 //! Live projection and replay run the same code; the rebuild differs in building the secondary
 //! indexes once at the end and committing asynchronously into the shadow.
 //!
-//!     cargo bench --bench rebuild -- --events 1000000
+//!     cargo bench --bench rebuild -- --events 1000000 [--lanes 2]
 
 #![allow(clippy::print_stdout)]
 
@@ -25,13 +25,13 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn events_arg() -> u64 {
+fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--events")
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+        .unwrap_or(default)
 }
 
 fn meta() -> CommandMeta {
@@ -93,7 +93,8 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
 }
 
 fn main() {
-    let events = events_arg();
+    let events = arg("--events", 1_000_000);
+    let lanes = arg("--lanes", ProjectorOptions::default().lanes as u64) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,6 +130,7 @@ fn main() {
             metrics.clone(),
             ProjectorOptions {
                 partitions: 8,
+                lanes,
                 ..ProjectorOptions::default()
             },
         );
@@ -173,7 +175,7 @@ fn main() {
         );
         println!("generated {head} events through the event store in {:.1} s ({:.0} events/s, 64 writers)",
             generated.as_secs_f64(), head as f64 / generated.as_secs_f64());
-        println!("live projector (8 partitions, one process) built the tasks read model ({rows} rows) from position 0 in {:.1} s: {:.0} events/s",
+        println!("live projector (8 partitions in {lanes} lanes, one process) built the tasks read model ({rows} rows) from position 0 in {:.1} s: {:.0} events/s",
             rebuilt.as_secs_f64(), head as f64 / rebuilt.as_secs_f64());
         let seconds = report.elapsed_ms as f64 / 1000.0;
         println!("taskmaster replay tasks (blue/green: shadow schema, indexes, swap) rebuilt {} rows at position {} in {:.1} s: {:.0} events/s",

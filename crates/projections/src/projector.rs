@@ -20,13 +20,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::pull::OrderedError;
 use eventstore::envelope::RawEvent;
 use eventstore::{Naming, RecordedEvent};
 use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 use telemetry::metrics::ProjectionLabels;
 use telemetry::Metrics;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -56,6 +58,10 @@ pub struct ProjectorOptions {
     /// Whether a stored layout other than the code's (projection version, partitions) makes
     /// this process rebuild the read model blue/green while the live one keeps serving.
     pub rebuild_on_layout_change: bool,
+    /// How many groups of owned partitions commit in parallel (each holds a connection while
+    /// it commits). Two keeps a 2-core machine's Postgres busy while this process reads and
+    /// decodes; more helps where Postgres has more cores.
+    pub lanes: usize,
 }
 
 impl Default for ProjectorOptions {
@@ -68,6 +74,7 @@ impl Default for ProjectorOptions {
             partitions: 1,
             leases: None,
             rebuild_on_layout_change: false,
+            lanes: 2,
         }
     }
 }
@@ -87,18 +94,6 @@ pub struct Projector {
 
 /// How long a catching-up projector waits for the next messages before committing a batch.
 const CATCH_UP_LINGER: Duration = Duration::from_millis(20);
-
-/// How many matching messages the stream still holds after this one.
-fn pending_after(
-    next: &Option<
-        Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>,
-    >,
-) -> u64 {
-    match next {
-        Some(Ok(message)) => message.info().map(|i| i.pending).unwrap_or(0),
-        _ => 0,
-    }
-}
 
 const LABELS: ProjectionLabels = ProjectionLabels {
     projection: TASKS_PROJECTION,
@@ -153,6 +148,10 @@ impl Projector {
 
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn lanes(&self) -> usize {
+        self.options.lanes.max(1)
     }
 
     pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
@@ -328,7 +327,7 @@ impl Projector {
             return Err(ProjectionError::LayoutChanged(TASKS_PROJECTION.into()));
         }
         let stored = checkpoint::load_partitions(&self.pool, TASKS_PROJECTION).await?;
-        let mut positions: Positions = owned
+        let positions: Positions = owned
             .iter()
             .map(|p| (*p, stored.get(p).copied().unwrap_or(0)))
             .collect();
@@ -351,6 +350,8 @@ impl Projector {
                 .await
                 .map_err(|e| ProjectionError::Stream(e.to_string()))?;
         tracing::info!(from, partitions = ?owned, "projector following the stream");
+        let mut lanes = Lanes::start(self, layout, positions);
+        let mut lanes_reached = lanes.reached.clone();
         loop {
             let ownership = async {
                 match until.owned.as_mut() {
@@ -358,18 +359,43 @@ impl Projector {
                     None => std::future::pending().await,
                 }
             };
+            let target = until.position;
+            let all_reached = async {
+                match target {
+                    Some(p) => {
+                        let _ = lanes_reached
+                            .wait_for(|r| r.iter().all(|&at| at >= p))
+                            .await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
-                _ = until.shutdown.cancelled() => return Ok(Stop::Shutdown),
-                changed = ownership => return Ok(if changed { Stop::OwnershipChanged } else { Stop::Shutdown }),
+                _ = until.shutdown.cancelled() => {
+                    lanes.finish().await?;
+                    return Ok(Stop::Shutdown);
+                }
+                changed = ownership => {
+                    lanes.finish().await?;
+                    return Ok(if changed { Stop::OwnershipChanged } else { Stop::Shutdown });
+                }
+                _ = all_reached => {
+                    lanes.finish().await?;
+                    return Ok(Stop::Reached);
+                }
+                failure = lanes.failure() => return Err(failure),
                 next = messages.next() => next,
             };
-            let mut behind = pending_after(&first);
-            let mut batch = vec![first];
+            let first = self.envelope(layout, first)?;
+            let mut behind = first.as_ref().map_or(0, |e| e.pending);
+            let mut envelopes: Vec<Envelope> = Vec::with_capacity(self.options.max_batch);
+            envelopes.extend(first);
+            let mut taken = 1;
             // Take whatever is already buffered. While the stream holds more than we have
             // (catching up, replaying), also wait briefly for the next pull to arrive, so each
             // transaction (and its commit fsync) carries a large batch; once caught up, commit
             // at once so a live event is visible without delay.
-            while batch.len() < self.options.max_batch {
+            while taken < self.options.max_batch {
                 let next = match messages.next().now_or_never() {
                     Some(next) => next,
                     None if behind > 0 => {
@@ -380,22 +406,21 @@ impl Projector {
                     }
                     None => break,
                 };
-                behind = pending_after(&next);
-                batch.push(next);
+                taken += 1;
+                let next = self.envelope(layout, next)?;
+                behind = next.as_ref().map_or(0, |e| e.pending);
+                envelopes.extend(next);
             }
-            let mut raw = Vec::with_capacity(batch.len());
-            for next in batch {
-                match next {
-                    Some(Ok(message)) => raw.push(message),
-                    Some(Err(e)) => return Err(ProjectionError::Stream(e.to_string())),
-                    None => return Err(ProjectionError::Stream("the consumer closed".into())),
-                }
-            }
-            positions = self.apply(layout, positions, &raw).await?;
+            let Some(newest) = envelopes.last() else {
+                continue;
+            };
+            let batch = Batch {
+                last: newest.sequence,
+                pending: newest.pending,
+                envelopes,
+            };
+            lanes.send(Arc::new(batch)).await?;
             *backoff = self.options.min_backoff;
-            if until.position.is_some_and(|p| reached(&positions) >= p) {
-                return Ok(Stop::Reached);
-            }
         }
     }
 
@@ -404,30 +429,24 @@ impl Projector {
     /// The whole batch goes in one transaction. If that fails for a reason other than an
     /// outage, some event in it is poison: the batch is replayed one event at a time, each
     /// retried with backoff, and an event that still fails becomes a dead letter.
-    #[tracing::instrument(skip_all, fields(size = messages.len()), err)]
+    #[tracing::instrument(skip_all, fields(size = batch.envelopes.len()), err)]
     async fn apply(
         &self,
         layout: Layout,
         positions: Positions,
-        messages: &[async_nats::jetstream::Message],
+        batch: &Batch,
     ) -> Result<Positions, ProjectionError> {
         let started = Instant::now();
-        let mut items = Vec::with_capacity(messages.len());
-        let mut pending = 0;
-        let mut last = 0;
-        for message in messages {
-            let Some(raw) = RawEvent::from_consumer(message) else {
-                continue;
-            };
-            last = last.max(raw.sequence);
-            pending = message.info().map(|i| i.pending).unwrap_or(0);
-            let partition = self.partition_of(raw.subject, layout.partitions);
+        let (last, pending) = (batch.last, batch.pending);
+        let mut items = Vec::new();
+        for envelope in &batch.envelopes {
             let behind = positions
-                .get(&partition)
-                .is_some_and(|&at| raw.sequence > at);
+                .get(&envelope.partition)
+                .is_some_and(|&at| envelope.sequence > at);
             if !behind {
                 continue;
             }
+            let raw = envelope.raw();
             let decoded = raw.decode(&self.naming).map_err(|e| e.to_string());
             items.push(Item { raw, decoded });
         }
@@ -463,6 +482,33 @@ impl Projector {
             .get_or_create(&LABELS)
             .observe(started.elapsed().as_secs_f64());
         Ok(advance(&at, last))
+    }
+
+    /// What the lanes need of a delivered message, parsed once here: its sequence, storage
+    /// time, what the stream holds after it, and its partition. `None` for a message without
+    /// JetStream metadata (never one of the stream's).
+    fn envelope(
+        &self,
+        layout: Layout,
+        next: Option<Result<async_nats::jetstream::Message, OrderedError>>,
+    ) -> Result<Option<Envelope>, ProjectionError> {
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(ProjectionError::Stream(e.to_string())),
+            None => return Err(ProjectionError::Stream("the consumer closed".into())),
+        };
+        let Ok(info) = message.info() else {
+            return Ok(None);
+        };
+        let (sequence, published, pending) = (info.stream_sequence, info.published, info.pending);
+        let partition = self.partition_of(message.subject.as_str(), layout.partitions);
+        Ok(Some(Envelope {
+            message,
+            sequence,
+            published,
+            pending,
+            partition,
+        }))
     }
 
     /// The partition of a subject: hashed from what follows the subject root, so the prefix
@@ -583,6 +629,117 @@ impl Projector {
                 .projection_dead_letters
                 .get_or_create(&LABELS)
                 .inc_by(failures.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The owned partitions dealt round-robin into lanes, each a task that applies every batch to
+/// its own partitions and commits on its own connection.
+///
+/// Partitions are independent (their own checkpoint rows, a task's events all in one), so lanes
+/// commit in parallel without ever waiting on each other's locks, and Postgres works on as many
+/// batches at once as there are lanes, while the reader already gathers (and the lanes decode)
+/// the next batch. A task's events stay in order: one partition, one lane, one batch at a time.
+struct Lanes {
+    senders: Vec<mpsc::Sender<Arc<Batch>>>,
+    /// Aborted on drop, so lanes never outlive the projector that started them.
+    tasks: JoinSet<Result<(), ProjectionError>>,
+    /// Per lane, the lowest checkpoint of its partitions.
+    reached: watch::Receiver<Vec<u64>>,
+}
+
+/// A delivered message with what every lane needs of it, parsed once by the reader.
+struct Envelope {
+    message: async_nats::jetstream::Message,
+    sequence: u64,
+    published: chrono::DateTime<chrono::Utc>,
+    pending: u64,
+    partition: u16,
+}
+
+impl Envelope {
+    fn raw(&self) -> RawEvent<'_> {
+        RawEvent {
+            subject: self.message.subject.as_str(),
+            sequence: self.sequence,
+            headers: self.message.headers.as_ref(),
+            payload: &self.message.payload,
+            time: self.published,
+        }
+    }
+}
+
+/// One batch of the stream, shared by every lane; each applies its own partitions' events.
+struct Batch {
+    envelopes: Vec<Envelope>,
+    /// The sequence of its last message: where every lane's checkpoints move.
+    last: u64,
+    /// What the stream held after it.
+    pending: u64,
+}
+
+/// Batches waiting for a lane: one being applied and this many more gathered ahead.
+const LANE_QUEUE: usize = 2;
+
+impl Lanes {
+    fn start(projector: &Projector, layout: Layout, positions: Positions) -> Self {
+        let count = projector.options.lanes.clamp(1, positions.len().max(1));
+        let mut groups = vec![Positions::new(); count];
+        for (i, (partition, at)) in positions.into_iter().enumerate() {
+            groups[i % count].insert(partition, at);
+        }
+        let lowest = |p: &Positions| p.values().copied().min().unwrap_or(0);
+        let (reached_tx, reached) = watch::channel(groups.iter().map(lowest).collect::<Vec<_>>());
+        let mut senders = Vec::with_capacity(count);
+        let mut tasks = JoinSet::new();
+        for (lane, mut positions) in groups.into_iter().enumerate() {
+            let (sender, mut batches) = mpsc::channel::<Arc<Batch>>(LANE_QUEUE);
+            senders.push(sender);
+            let projector = projector.clone();
+            let reached_tx = reached_tx.clone();
+            tasks.spawn(async move {
+                while let Some(batch) = batches.recv().await {
+                    positions = projector.apply(layout, positions, &batch).await?;
+                    let at = lowest(&positions);
+                    reached_tx.send_modify(|r| r[lane] = at);
+                }
+                Ok(())
+            });
+        }
+        Self {
+            senders,
+            tasks,
+            reached,
+        }
+    }
+
+    /// Hands a batch to every lane (each applies its own partitions' events from it), waiting
+    /// while they are busy; fails with a lane's error if one has stopped.
+    async fn send(&mut self, batch: Arc<Batch>) -> Result<(), ProjectionError> {
+        for sender in &self.senders {
+            if sender.send(batch.clone()).await.is_err() {
+                return Err(self.failure().await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes when a lane stops, which only an error makes it do while batches may come.
+    async fn failure(&mut self) -> ProjectionError {
+        match self.tasks.join_next().await {
+            Some(Ok(Err(error))) => error,
+            Some(Err(panicked)) => ProjectionError::Stream(format!("a lane failed: {panicked}")),
+            Some(Ok(Ok(()))) => ProjectionError::Stream("a lane stopped".into()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Lets every lane apply the batches it holds, then stops them.
+    async fn finish(mut self) -> Result<(), ProjectionError> {
+        self.senders.clear();
+        while let Some(done) = self.tasks.join_next().await {
+            done.map_err(|e| ProjectionError::Stream(format!("a lane failed: {e}")))??;
         }
         Ok(())
     }

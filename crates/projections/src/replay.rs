@@ -124,9 +124,12 @@ pub async fn rebuild(
     }
     let outcome = rebuild_locked(projector, &live, shutdown, progress).await;
     if outcome.is_err() {
+        // Retried once: a straggling reader of the shadow can make the drop a deadlock victim.
         let drop = format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE");
-        if let Err(error) = lock_holder.execute(drop.as_str()).await {
-            tracing::warn!(%error, "could not drop the shadow schema of a failed rebuild");
+        if lock_holder.execute(drop.as_str()).await.is_err() {
+            if let Err(error) = lock_holder.execute(drop.as_str()).await {
+                tracing::warn!(%error, "could not drop the shadow schema of a failed rebuild; the next rebuild will");
+            }
         }
     }
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -187,53 +190,38 @@ async fn rebuild_locked(
         ("search_path", SHADOW_SCHEMA),
         ("synchronous_commit", "off"),
     ]);
+    // One connection per lane, one for the progress reader.
     let shadow_pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(projector.lanes() as u32 + 1)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(shadow_options)
         .await?;
     let shadow = projector.for_shadow(shadow_pool.clone());
 
-    let report_progress = {
-        let shadow_pool = shadow_pool.clone();
-        let progress = progress.clone();
-        let store_stream = projector.naming().stream().to_owned();
-        let jetstream = projector.jetstream().clone();
-        let stop = shutdown.child_token();
-        let guard = stop.clone().drop_guard();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            while !stop.is_cancelled() {
-                tokio::select! { _ = stop.cancelled() => break, _ = tick.tick() => {} }
-                let position = checkpoint::load(&shadow_pool, TASKS_PROJECTION)
-                    .await
-                    .unwrap_or(0);
-                let head = stream_head(&jetstream, &store_stream).await.unwrap_or(0);
-                progress.send_modify(|p| {
-                    p.position = p.position.max(position);
-                    p.head = p.head.max(head);
-                });
-            }
-        });
-        guard
-    };
-
-    // Replay the log, build the indexes, catch up with what arrived meanwhile.
-    let head = stream_head(projector.jetstream(), projector.naming().stream()).await?;
-    progress.send_modify(|p| {
-        p.stage = Stage::Replaying;
-        p.head = head;
-    });
-    shadow.catch_up(head, shutdown).await?;
-    progress.send_modify(|p| p.stage = Stage::Indexing);
-    build_indexes(live, &live_schema).await?;
-    let head = stream_head(projector.jetstream(), projector.naming().stream()).await?;
-    shadow.catch_up(head, shutdown).await?;
-
-    progress.send_modify(|p| p.stage = Stage::Swapping);
-    let position = swap(&shadow, live, &live_schema, wanted, shutdown).await?;
-    drop(report_progress);
+    // Progress comes from the shadow's checkpoints; the poller is stopped (and the shadow pool
+    // closed) before this function returns, so nothing reads the shadow while it is dropped.
+    let stop_progress = shutdown.child_token();
+    let poller = tokio::spawn(poll_progress(
+        shadow_pool.clone(),
+        projector.jetstream().clone(),
+        projector.naming().stream().to_owned(),
+        progress.clone(),
+        stop_progress.clone(),
+    ));
+    let outcome = build_and_swap(
+        projector,
+        &shadow,
+        live,
+        &live_schema,
+        wanted,
+        shutdown,
+        progress,
+    )
+    .await;
+    stop_progress.cancel();
+    let _ = poller.await;
     shadow_pool.close().await;
+    let position = outcome?;
 
     let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
         .fetch_one(live)
@@ -255,6 +243,53 @@ async fn rebuild_locked(
         dead_letters: dead_letters.max(0) as u64,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Replays the log into the shadow, builds its indexes, catches up and swaps it in; returns the
+/// position it went live at.
+async fn build_and_swap(
+    projector: &Projector,
+    shadow: &Projector,
+    live: &PgPool,
+    live_schema: &str,
+    wanted: Layout,
+    shutdown: &CancellationToken,
+    progress: &watch::Sender<Progress>,
+) -> Result<u64, ProjectionError> {
+    let head = stream_head(projector.jetstream(), projector.naming().stream()).await?;
+    progress.send_modify(|p| {
+        p.stage = Stage::Replaying;
+        p.head = head;
+    });
+    shadow.catch_up(head, shutdown).await?;
+    progress.send_modify(|p| p.stage = Stage::Indexing);
+    build_indexes(live, live_schema).await?;
+    let head = stream_head(projector.jetstream(), projector.naming().stream()).await?;
+    shadow.catch_up(head, shutdown).await?;
+    progress.send_modify(|p| p.stage = Stage::Swapping);
+    swap(shadow, live, live_schema, wanted, shutdown).await
+}
+
+/// Publishes the shadow's position and the stream's head four times a second until `stop`.
+async fn poll_progress(
+    shadow_pool: PgPool,
+    jetstream: async_nats::jetstream::Context,
+    stream: String,
+    progress: watch::Sender<Progress>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! { _ = stop.cancelled() => break, _ = tick.tick() => {} }
+        let position = checkpoint::load(&shadow_pool, TASKS_PROJECTION)
+            .await
+            .unwrap_or(0);
+        let head = stream_head(&jetstream, &stream).await.unwrap_or(0);
+        progress.send_modify(|p| {
+            p.position = p.position.max(position);
+            p.head = p.head.max(head);
+        });
+    }
 }
 
 /// The stream's last sequence.
