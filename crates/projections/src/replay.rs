@@ -186,13 +186,14 @@ async fn rebuild_locked(
         .await?;
     prepare_shadow(live, &live_schema, wanted).await?;
 
+    let shadow_lanes = projector.lanes().max(crate::projector::REBUILD_LANES);
     let shadow_options = (*live.connect_options()).clone().options([
         ("search_path", SHADOW_SCHEMA),
         ("synchronous_commit", "off"),
     ]);
     // One connection per lane, one for the progress reader.
     let shadow_pool = PgPoolOptions::new()
-        .max_connections(projector.lanes() as u32 + 1)
+        .max_connections(shadow_lanes as u32 + 1)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(shadow_options)
         .await?;
