@@ -27,8 +27,7 @@ use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 use telemetry::metrics::ProjectionLabels;
 use telemetry::Metrics;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -37,6 +36,10 @@ use crate::error::ProjectionError;
 use crate::layout::{self, Layout};
 use crate::leases::{LeaseOptions, PartitionLeases};
 use crate::{dead_letters, task_rows, TASKS_PROJECTION, TASKS_PROJECTION_VERSION};
+
+mod lanes;
+
+use lanes::{Batch, Envelope, Lanes};
 
 /// Tuning of the projector.
 #[derive(Debug, Clone)]
@@ -636,117 +639,6 @@ impl Projector {
                 .projection_dead_letters
                 .get_or_create(&LABELS)
                 .inc_by(failures.len() as u64);
-        }
-        Ok(())
-    }
-}
-
-/// The owned partitions dealt round-robin into lanes, each a task that applies every batch to
-/// its own partitions and commits on its own connection.
-///
-/// Partitions are independent (their own checkpoint rows, a task's events all in one), so lanes
-/// commit in parallel without ever waiting on each other's locks, and Postgres works on as many
-/// batches at once as there are lanes, while the reader already gathers (and the lanes decode)
-/// the next batch. A task's events stay in order: one partition, one lane, one batch at a time.
-struct Lanes {
-    senders: Vec<mpsc::Sender<Arc<Batch>>>,
-    /// Aborted on drop, so lanes never outlive the projector that started them.
-    tasks: JoinSet<Result<(), ProjectionError>>,
-    /// Per lane, the lowest checkpoint of its partitions.
-    reached: watch::Receiver<Vec<u64>>,
-}
-
-/// A delivered message with what every lane needs of it, parsed once by the reader.
-struct Envelope {
-    message: async_nats::jetstream::Message,
-    sequence: u64,
-    published: chrono::DateTime<chrono::Utc>,
-    pending: u64,
-    partition: u16,
-}
-
-impl Envelope {
-    fn raw(&self) -> RawEvent<'_> {
-        RawEvent {
-            subject: self.message.subject.as_str(),
-            sequence: self.sequence,
-            headers: self.message.headers.as_ref(),
-            payload: &self.message.payload,
-            time: self.published,
-        }
-    }
-}
-
-/// One batch of the stream, shared by every lane; each applies its own partitions' events.
-struct Batch {
-    envelopes: Vec<Envelope>,
-    /// The sequence of its last message: where every lane's checkpoints move.
-    last: u64,
-    /// What the stream held after it.
-    pending: u64,
-}
-
-/// Batches waiting for a lane: one being applied and this many more gathered ahead.
-const LANE_QUEUE: usize = 2;
-
-impl Lanes {
-    fn start(projector: &Projector, layout: Layout, positions: Positions) -> Self {
-        let count = projector.options.lanes.clamp(1, positions.len().max(1));
-        let mut groups = vec![Positions::new(); count];
-        for (i, (partition, at)) in positions.into_iter().enumerate() {
-            groups[i % count].insert(partition, at);
-        }
-        let lowest = |p: &Positions| p.values().copied().min().unwrap_or(0);
-        let (reached_tx, reached) = watch::channel(groups.iter().map(lowest).collect::<Vec<_>>());
-        let mut senders = Vec::with_capacity(count);
-        let mut tasks = JoinSet::new();
-        for (lane, mut positions) in groups.into_iter().enumerate() {
-            let (sender, mut batches) = mpsc::channel::<Arc<Batch>>(LANE_QUEUE);
-            senders.push(sender);
-            let projector = projector.clone();
-            let reached_tx = reached_tx.clone();
-            tasks.spawn(async move {
-                while let Some(batch) = batches.recv().await {
-                    positions = projector.apply(layout, positions, &batch).await?;
-                    let at = lowest(&positions);
-                    reached_tx.send_modify(|r| r[lane] = at);
-                }
-                Ok(())
-            });
-        }
-        Self {
-            senders,
-            tasks,
-            reached,
-        }
-    }
-
-    /// Hands a batch to every lane (each applies its own partitions' events from it), waiting
-    /// while they are busy; fails with a lane's error if one has stopped.
-    async fn send(&mut self, batch: Arc<Batch>) -> Result<(), ProjectionError> {
-        for sender in &self.senders {
-            if sender.send(batch.clone()).await.is_err() {
-                return Err(self.failure().await);
-            }
-        }
-        Ok(())
-    }
-
-    /// Completes when a lane stops, which only an error makes it do while batches may come.
-    async fn failure(&mut self) -> ProjectionError {
-        match self.tasks.join_next().await {
-            Some(Ok(Err(error))) => error,
-            Some(Err(panicked)) => ProjectionError::Stream(format!("a lane failed: {panicked}")),
-            Some(Ok(Ok(()))) => ProjectionError::Stream("a lane stopped".into()),
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Lets every lane apply the batches it holds, then stops them.
-    async fn finish(mut self) -> Result<(), ProjectionError> {
-        self.senders.clear();
-        while let Some(done) = self.tasks.join_next().await {
-            done.map_err(|e| ProjectionError::Stream(format!("a lane failed: {e}")))??;
         }
         Ok(())
     }
