@@ -180,5 +180,8 @@ fn main() {
         let seconds = report.elapsed_ms as f64 / 1000.0;
         println!("taskmaster replay tasks (blue/green: shadow schema, indexes, swap) rebuilt {} rows at position {} in {:.1} s: {:.0} events/s",
             report.tasks, report.position, seconds, report.position as f64 / seconds);
+        println!("  of which replaying the log {:.1} s ({:.0} events/s), building indexes {:.1} s, catching up and swapping {:.1} s",
+            report.replay_ms as f64 / 1000.0, report.position as f64 * 1000.0 / report.replay_ms.max(1) as f64,
+            report.index_ms as f64 / 1000.0, report.swap_ms as f64 / 1000.0);
     });
 }

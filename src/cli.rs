@@ -326,6 +326,12 @@ async fn replay(projection: &str, settings: Settings) -> anyhow::Result<()> {
         report.layout.version,
         report.layout.partitions
     );
+    println!(
+        "  replaying the log {:.1} s, building indexes {:.1} s, catching up and swapping {:.1} s",
+        report.replay_ms as f64 / 1000.0,
+        report.index_ms as f64 / 1000.0,
+        report.swap_ms as f64 / 1000.0
+    );
     Ok(())
 }
 
