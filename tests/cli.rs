@@ -255,6 +255,23 @@ fn dead_letters_list_says_when_there_are_none_and_discard_refuses_unknown_positi
     );
 }
 
+/// Runs the binary on a database and NATS prefix of the test's own, with `extra` settings.
+fn isolated<'a>(
+    db: &'a testkit::TestDatabase,
+    scope: &'a testkit::NatsScope,
+    extra: &'a [(&'a str, &'a str)],
+) -> impl Fn(&[&str]) -> std::process::Output + 'a {
+    move |args| {
+        taskmaster()
+            .env("DATABASE_URL", &db.url)
+            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
+            .envs(extra.iter().copied())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
 /// Tampers with the read model: a task no event ever created.
 fn insert_a_row_the_log_does_not_imply(database_url: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -275,14 +292,7 @@ fn insert_a_row_the_log_does_not_imply(database_url: &str) {
 fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
     let db = testkit::TestDatabase::planned();
     let scope = testkit::NatsScope::new();
-    let run = |args: &[&str]| {
-        taskmaster()
-            .env("DATABASE_URL", &db.url)
-            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = isolated(&db, &scope, &[]);
     assert!(run(&["nats", "apply"]).status.success());
     let clean = run(&["verify"]);
     assert!(
@@ -309,15 +319,7 @@ fn verify_is_clean_on_an_empty_system_and_exits_1_on_a_tampered_read_model() {
 fn replay_rebuilds_what_verify_found_wrong_with_progress_lines_off_a_terminal() {
     let db = testkit::TestDatabase::planned();
     let scope = testkit::NatsScope::new();
-    let run = |args: &[&str]| {
-        taskmaster()
-            .env("DATABASE_URL", &db.url)
-            .env("TASKMASTER_NATS_PREFIX", &scope.prefix)
-            .env("TASKMASTER_PROJECTION_PARTITIONS", "3")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = isolated(&db, &scope, &[("TASKMASTER_PROJECTION_PARTITIONS", "3")]);
     assert!(run(&["migrate"]).status.success());
     insert_a_row_the_log_does_not_imply(&db.url);
     assert_eq!(run(&["verify"]).status.code(), Some(1));

@@ -1,19 +1,21 @@
 //! Poison events: the projector records them as dead letters, skips their task and goes on;
 //! a retry after the fix rebuilds the task from the log.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::world;
 use domain::*;
-use eventstore::store::StoreOptions;
-use eventstore::{apply_stream_definitions, CommandMeta, EventStore, Naming, StreamOptions};
+use eventstore::{CommandMeta, EventStore};
 use projections::dead_letters;
 use projections::task_rows;
-use projections::{checkpoint, database, Projector, ProjectorOptions, TASKS_PROJECTION};
-use testkit::{NatsScope, TestDatabase};
+use projections::{checkpoint, Projector, ProjectorOptions, TASKS_PROJECTION};
 use tokio_util::sync::CancellationToken;
 
+/// With a trace context, so a dead letter can name the trace that appended it.
 fn meta() -> CommandMeta {
     CommandMeta {
         command_id: uuid::Uuid::new_v4().to_string(),
@@ -47,22 +49,9 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
 #[tokio::test]
 async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after_the_fix_applies_them(
 ) {
-    let db = TestDatabase::create().await;
-    let nats = NatsScope::new();
-    let pool = database::connect(&db.url, 4).await.unwrap();
-    database::migrate(&pool).await.unwrap();
-    let naming = Naming::new(&nats.prefix).unwrap();
-    let client = nats.client().await;
-    let jetstream = async_nats::jetstream::new(client.clone());
-    apply_stream_definitions(&jetstream, &naming, StreamOptions::default())
-        .await
-        .unwrap();
-    let store = Arc::new(
-        EventStore::open(client, naming.clone(), StoreOptions::default())
-            .await
-            .unwrap(),
-    );
-    let metrics = Arc::new(telemetry::Metrics::new());
+    let world = world().await;
+    let (pool, store, naming) = (&world.pool, &world.store, &world.naming);
+    let jetstream = store.jetstream().clone();
 
     // A projection bug, simulated: the read model refuses titles equal to 'poison'.
     sqlx::raw_sql(
@@ -72,17 +61,20 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
          CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON tasks
            FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
     )
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
 
     let shutdown = CancellationToken::new();
+    // Three partitions: dead letters and their retry work per task, whatever its partition.
+    let metrics = Arc::new(telemetry::Metrics::new());
     let projector = Projector::new(
         pool.clone(),
         jetstream.clone(),
         naming.clone(),
         metrics.clone(),
         ProjectorOptions {
+            partitions: 3,
             min_backoff: Duration::from_millis(10),
             ..ProjectorOptions::default()
         },
@@ -93,7 +85,7 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
     });
 
     let owner = UserId::parse("zed").unwrap();
-    let before = create(&store, &owner, "before").await;
+    let before = create(store, &owner, "before").await;
     // An undecodable event: right headers, payload that is not the event.
     let garbage_task = TaskId(uuid::Uuid::now_v7());
     let mut headers = async_nats::HeaderMap::new();
@@ -110,7 +102,7 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
         .await
         .unwrap();
     // A well-formed event whose projection fails, then a later event of the same task.
-    let poison = create(&store, &owner, "poison").await;
+    let poison = create(store, &owner, "poison").await;
     store
         .execute(
             &owner,
@@ -121,28 +113,28 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
         )
         .await
         .unwrap();
-    let after = create(&store, &owner, "after").await;
+    let after = create(store, &owner, "after").await;
 
     let head = store.head_position().await.unwrap();
     for _ in 0..200 {
-        if checkpoint::load(&pool, TASKS_PROJECTION).await.unwrap() >= head {
+        if checkpoint::load(pool, TASKS_PROJECTION).await.unwrap() >= head {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
-        checkpoint::load(&pool, TASKS_PROJECTION).await.unwrap(),
+        checkpoint::load(pool, TASKS_PROJECTION).await.unwrap(),
         head,
         "the projector went on"
     );
-    let rows = task_rows::load_all(&pool).await.unwrap();
+    let rows = task_rows::load_all(pool).await.unwrap();
     assert!(rows.contains_key(&before) && rows.contains_key(&after));
     assert!(
         !rows.contains_key(&poison),
         "the poison task is quarantined"
     );
 
-    let letters = dead_letters::list(&pool, TASKS_PROJECTION).await.unwrap();
+    let letters = dead_letters::list(pool, TASKS_PROJECTION).await.unwrap();
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(letters[0].task_id, Some(garbage_task.0));
     assert!(
@@ -171,7 +163,7 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
     );
 
     // verify sees both: the undecodable event, and the quarantined task missing its row.
-    let report = projections::verify::verify(&pool, &store).await.unwrap();
+    let report = projections::verify::verify(pool, store).await.unwrap();
     assert_eq!(report.undecodable, vec![letters[0].position as u64]);
     assert_eq!(
         report.differences,
@@ -180,17 +172,17 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
 
     // The fix is deployed; a retry rebuilds the poison task from its events, start included.
     sqlx::raw_sql("DROP TRIGGER refuse_poison ON tasks")
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    let report = dead_letters::retry(&pool, &store, TASKS_PROJECTION, None)
+    let report = dead_letters::retry(pool, store, TASKS_PROJECTION, None)
         .await
         .unwrap();
     assert_eq!(report.rebuilt_tasks, vec![poison.0]);
-    let letters = dead_letters::list(&pool, TASKS_PROJECTION).await.unwrap();
+    let letters = dead_letters::list(pool, TASKS_PROJECTION).await.unwrap();
     assert_eq!(letters.len(), 1, "the undecodable event is still there");
     assert_eq!(report.still_failing, vec![letters[0].position]);
-    let rows = task_rows::load_all(&pool).await.unwrap();
+    let rows = task_rows::load_all(pool).await.unwrap();
     let rebuilt = &rows[&poison].task;
     assert_eq!(
         (rebuilt.version, rebuilt.status),
@@ -209,25 +201,25 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
         .await
         .unwrap();
     for _ in 0..200 {
-        if checkpoint::load(&pool, TASKS_PROJECTION).await.unwrap() >= paused.position {
+        if checkpoint::load(pool, TASKS_PROJECTION).await.unwrap() >= paused.position {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let rows = task_rows::load_all(&pool).await.unwrap();
+    let rows = task_rows::load_all(pool).await.unwrap();
     assert_eq!(rows[&poison].task.status, TaskStatus::Paused);
 
     assert!(
-        dead_letters::discard(&pool, TASKS_PROJECTION, letters[0].position as u64)
+        dead_letters::discard(pool, TASKS_PROJECTION, letters[0].position as u64)
             .await
             .unwrap()
     );
-    assert!(dead_letters::list(&pool, TASKS_PROJECTION)
+    assert!(dead_letters::list(pool, TASKS_PROJECTION)
         .await
         .unwrap()
         .is_empty());
     assert!(
-        !dead_letters::discard(&pool, TASKS_PROJECTION, letters[0].position as u64)
+        !dead_letters::discard(pool, TASKS_PROJECTION, letters[0].position as u64)
             .await
             .unwrap()
     );
