@@ -64,12 +64,23 @@ pub fn bucket_name(naming: &Naming) -> String {
 }
 
 /// One process's claim on partitions of one projection.
-#[derive(Debug)]
 pub struct PartitionLeases {
     kv: kv::Store,
     projection: &'static str,
     member: String,
     options: LeaseOptions,
+}
+
+impl std::fmt::Debug for PartitionLeases {
+    // The store's own Debug prints the whole connection state; the names say enough.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLeases")
+            .field("bucket", &self.kv.name)
+            .field("projection", &self.projection)
+            .field("member", &self.member)
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 impl PartitionLeases {

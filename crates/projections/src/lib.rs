@@ -7,8 +7,9 @@
 //!
 //! Every batch is one transaction that writes the rows *and* moves the checkpoints (per
 //! partition, the stream sequence up to which it has been applied), guarded by a
-//! compare-and-set on the previous checkpoints. A crash between any two statements rolls the whole batch back, and a second
-//! projector racing on the same checkpoint fails its commit instead of applying events twice.
+//! compare-and-set on the previous checkpoints. A crash between any two statements rolls the
+//! whole batch back, and a second projector racing on the same checkpoints fails its commit
+//! instead of applying events twice.
 //! The transaction also sends `NOTIFY`, delivered only on commit, which wakes queries waiting
 //! for `Tm-Min-Position`.
 //!
@@ -20,7 +21,8 @@
 //! - [`dead_letters`]: events the projection could not apply, and retrying them.
 //! - [`erasure`]: removing every trace of a user.
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
-//! - [`projector`]: the loop that reads the stream from the checkpoints and applies batches.
+//! - [`projector`]: the loop that reads the stream from the checkpoints and applies batches,
+//!   in lanes of partitions that commit in parallel.
 //! - [`replay`]: blue/green rebuilds into a shadow schema, swapped in with one transaction.
 //! - [`queries`]: what the API reads: one task, filtered and paginated lists.
 //! - [`verify`]: the read model compared with what the log implies, field by field.
