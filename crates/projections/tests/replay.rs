@@ -282,3 +282,60 @@ async fn a_rebuild_that_fails_leaves_the_live_model_serving_and_no_shadow_behind
             .unwrap();
     assert_eq!(leftovers, 0);
 }
+
+#[tokio::test]
+async fn a_swap_blocked_by_a_long_query_gives_up_its_locks_and_tries_again_once_the_query_ends() {
+    let world = world().await;
+    write_history(world.store.clone(), UserId::parse("wes").unwrap(), 6, 2).await;
+    let head = world.store.head_position().await.unwrap();
+    project_until(&world, head).await;
+
+    // A long report holds the live table for longer than the swap is willing to wait.
+    let mut report = world.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN ACCESS SHARE MODE")
+        .execute(&mut *report)
+        .await
+        .unwrap();
+    let rebuilder = projector_on(&world, 2, false);
+    let (sender, watching) = progress();
+    let rebuilding = tokio::spawn(async move {
+        replay::rebuild(&rebuilder, &CancellationToken::new(), &sender).await
+    });
+    // While the swap waits for the long query, a new query queues behind the swap's lock
+    // request. The swap gives up within its lock timeout (1 s) and tries again later, so the
+    // new query is answered while the long one still holds the table: without that, it would
+    // wait for the long query too.
+    let mut swapping = watching.clone();
+    swapping
+        .wait_for(|p| p.stage == Stage::Swapping)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = tokio::spawn({
+        let pool = world.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks")
+                .fetch_one(&pool)
+                .await
+        }
+    });
+    let answered = tokio::time::timeout(Duration::from_secs(4), queued).await;
+    assert!(
+        matches!(answered, Ok(Ok(Ok(6)))),
+        "a query arriving during the swap was held: {answered:?}"
+    );
+    assert!(
+        !rebuilding.is_finished(),
+        "the swap waited for the long query"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&mut *report)
+        .await
+        .unwrap();
+    assert_eq!(count, 6, "the long query read the old table undisturbed");
+    report.commit().await.unwrap();
+
+    let report = rebuilding.await.unwrap().unwrap();
+    assert_eq!(report.layout.partitions, 2);
+    assert_verify_clean(&world).await;
+}
