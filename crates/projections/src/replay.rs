@@ -156,11 +156,18 @@ pub async fn rebuild(
     outcome
 }
 
-/// Starts a rebuild in the background (what a projector does on deploy when the stored layout
-/// differs from its code's); another process already rebuilding is not an error.
+/// How often a deployment whose read model is on another layout checks whether it still needs
+/// a rebuild that some other process was running (that process may have died).
+pub(crate) const REBUILD_RETRY: Duration = Duration::from_secs(10);
+
+/// Rebuilds in the background until the stored layout is the code's (what a projector does on
+/// deploy when they differ). Another process rebuilding is not an error, but it is not trusted
+/// to finish either: every [`REBUILD_RETRY`] this checks the layout again and, if it still
+/// differs and the lock is free (its holder died), rebuilds itself.
 pub(crate) fn spawn_rebuild(
     projector: Projector,
     shutdown: CancellationToken,
+    retry_every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (progress, _) = watch::channel(Progress {
@@ -168,22 +175,41 @@ pub(crate) fn spawn_rebuild(
             position: 0,
             head: 0,
         });
-        match rebuild(&projector, &shutdown, &progress).await {
-            Ok(report) => tracing::info!(
-                position = report.position,
-                tasks = report.tasks,
-                elapsed_ms = report.elapsed_ms,
-                version = report.layout.version,
-                partitions = report.layout.partitions,
-                "rebuilt the tasks read model and swapped it in"
-            ),
-            Err(ProjectionError::RebuildRunning(_)) => {
-                tracing::info!("another process is rebuilding the read model")
+        while !shutdown.is_cancelled() {
+            let wanted = projector.wanted_layout();
+            let stored = layout::load(projector.pool(), TASKS_PROJECTION).await;
+            if let (Ok(wanted), Ok(Some(stored))) = (&wanted, &stored) {
+                if wanted == stored {
+                    return;
+                }
             }
-            Err(error) if shutdown.is_cancelled() => {
-                tracing::info!(%error, "rebuild stopped by shutdown; the next start begins again")
+            match rebuild(&projector, &shutdown, &progress).await {
+                Ok(report) => {
+                    tracing::info!(
+                        position = report.position,
+                        tasks = report.tasks,
+                        elapsed_ms = report.elapsed_ms,
+                        version = report.layout.version,
+                        partitions = report.layout.partitions,
+                        "rebuilt the tasks read model and swapped it in"
+                    );
+                    return;
+                }
+                Err(ProjectionError::RebuildRunning(_)) => {
+                    tracing::info!("another process is rebuilding the read model")
+                }
+                Err(error) if shutdown.is_cancelled() => {
+                    tracing::info!(%error, "rebuild stopped by shutdown; the next start begins again");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "rebuilding the read model failed; trying again")
+                }
             }
-            Err(error) => tracing::error!(%error, "rebuilding the read model failed"),
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(retry_every) => {}
+            }
         }
     })
 }

@@ -339,3 +339,56 @@ async fn a_swap_blocked_by_a_long_query_gives_up_its_locks_and_tries_again_once_
     assert_eq!(report.layout.partitions, 2);
     assert_verify_clean(&world).await;
 }
+
+#[tokio::test]
+async fn a_rebuild_on_deploy_that_another_process_began_and_abandoned_is_taken_over() {
+    let world = world().await;
+    write_history(world.store.clone(), UserId::parse("xena").unwrap(), 5, 2).await;
+    let head = world.store.head_position().await.unwrap();
+    project_until(&world, head).await;
+
+    // Another process holds the rebuild when this one starts...
+    let mut other = world.pool.acquire().await.unwrap().detach();
+    sqlx::query("SELECT pg_advisory_lock(x'746d2d7265627569'::bigint)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let projector = projector_with(
+        &world,
+        ProjectorOptions {
+            partitions: 3,
+            rebuild_on_layout_change: true,
+            rebuild_retry: Duration::from_millis(100),
+            ..ProjectorOptions::default()
+        },
+    );
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = layout::load(&world.pool, TASKS_PROJECTION).await.unwrap();
+    assert_eq!(
+        stored.map(|l| l.partitions),
+        Some(1),
+        "it left the rebuild to the other"
+    );
+
+    // ...and dies (its connection, and with it the lock, is gone).
+    use sqlx::Connection;
+    other.close().await.unwrap();
+    let wanted = Layout::new(TASKS_PROJECTION_VERSION, 3).unwrap();
+    let mut rebuilt = false;
+    for _ in 0..200 {
+        if layout::load(&world.pool, TASKS_PROJECTION).await.unwrap() == Some(wanted) {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rebuilt, "nobody took the abandoned rebuild over");
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_verify_clean(&world).await;
+}

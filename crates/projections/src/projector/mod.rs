@@ -61,6 +61,9 @@ pub struct ProjectorOptions {
     /// Whether a stored layout other than the code's (projection version, partitions) makes
     /// this process rebuild the read model blue/green while the live one keeps serving.
     pub rebuild_on_layout_change: bool,
+    /// While the stored layout differs and another process holds the rebuild, how often to
+    /// check whether that process is still at it (the lock frees when it dies).
+    pub rebuild_retry: Duration,
     /// How many groups of owned partitions commit in parallel (each holds a connection while
     /// it commits). One suits a live projector: an event is visible once every partition has
     /// passed it, and with more lanes that is several commits (and fsyncs) instead of one,
@@ -79,6 +82,7 @@ impl Default for ProjectorOptions {
             partitions: 1,
             leases: None,
             rebuild_on_layout_change: false,
+            rebuild_retry: crate::replay::REBUILD_RETRY,
             lanes: 1,
         }
     }
@@ -231,7 +235,11 @@ impl Projector {
                  (automatic when `rebuilding`, else `taskmaster replay tasks`) swaps a new one in"
             );
             if rebuilding {
-                *rebuild = Some(crate::replay::spawn_rebuild(self.clone(), shutdown.clone()));
+                *rebuild = Some(crate::replay::spawn_rebuild(
+                    self.clone(),
+                    shutdown.clone(),
+                    self.options.rebuild_retry,
+                ));
             }
         }
 
