@@ -122,12 +122,11 @@ fn main() {
         let generated = started.elapsed();
 
         let shutdown = CancellationToken::new();
-        let metrics = Arc::new(telemetry::Metrics::new());
         let projector = Projector::new(
             pool.clone(),
             jetstream,
             naming,
-            metrics.clone(),
+            Arc::new(telemetry::Metrics::new()),
             ProjectorOptions {
                 partitions: 8,
                 lanes,
@@ -153,26 +152,7 @@ fn main() {
         let report = replay::rebuild(&rebuilder, &CancellationToken::new(), &progress).await.expect("rebuild");
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(&pool).await.expect("count");
 
-        let exposition = metrics.encode();
-        let batches = exposition
-            .lines()
-            .find(|l| l.starts_with("taskmaster_projection_batch_duration_seconds_count"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let seconds = exposition
-            .lines()
-            .find(|l| l.starts_with("taskmaster_projection_batch_duration_seconds_sum"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
         println!();
-        println!(
-            "{batches} batches, {:.0} events per batch on average, {:.1} ms per batch, {:.0}% of the rebuild inside batch work",
-            head as f64 / batches.max(1.0),
-            seconds * 1000.0 / batches.max(1.0),
-            100.0 * seconds / rebuilt.as_secs_f64()
-        );
         println!("generated {head} events through the event store in {:.1} s ({:.0} events/s, 64 writers)",
             generated.as_secs_f64(), head as f64 / generated.as_secs_f64());
         println!("live projector (8 partitions in {lanes} lanes, one process) built the tasks read model ({rows} rows) from position 0 in {:.1} s: {:.0} events/s",

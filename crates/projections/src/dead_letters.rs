@@ -179,11 +179,11 @@ pub async fn retry(
         let mut tx = pool.begin().await?;
         // Rebuilt up to the checkpoint of the task's own partition.
         let positions = checkpoint::lock_all(&mut tx, projection).await?;
-        let key = store
-            .naming()
-            .task_key(&letter.subject)
-            .unwrap_or(&letter.subject);
-        let partition = crate::layout::partition_of(key, positions.len().max(1) as u16);
+        let partition = crate::layout::partition_of_subject(
+            store.naming(),
+            &letter.subject,
+            positions.len().max(1) as u16,
+        );
         let position = positions.get(&partition).copied().unwrap_or(0);
         match rebuild_task(store, &letter.subject, position).await {
             Ok(record) => {

@@ -8,6 +8,7 @@
 //! rebuild uses, and a difference (or a new projection version in the code) triggers that
 //! rebuild on deploy.
 
+use eventstore::Naming;
 use sqlx::PgExecutor;
 
 use crate::error::ProjectionError;
@@ -29,6 +30,15 @@ pub fn partition_of(task_key: &str, partitions: u16) -> u16 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (hash % u64::from(partitions.max(1))) as u16
+}
+
+/// The partition of a task subject (whatever the deployment's prefix), as every reader of the
+/// layout must compute it: the projector, dead-letter retries, verify.
+pub fn partition_of_subject(naming: &Naming, subject: &str, partitions: u16) -> u16 {
+    if partitions <= 1 {
+        return 0;
+    }
+    partition_of(naming.task_key(subject).unwrap_or(subject), partitions)
 }
 
 /// What a read model was built with.
@@ -128,6 +138,20 @@ mod tests {
             (0xe61d_9919_0466_522c_u64 % 1024) as u16
         );
         assert_eq!(partition_of(key, 1), 0);
+    }
+
+    #[test]
+    fn a_task_keeps_its_partition_under_any_prefix() {
+        let owner = domain::UserId::parse("alice").unwrap();
+        let task = domain::TaskId(uuid::Uuid::now_v7());
+        let partition = |prefix: &str| {
+            let naming = Naming::new(prefix).unwrap();
+            partition_of_subject(&naming, &naming.task_subject(&owner, task), 8)
+        };
+        assert_eq!(partition(""), partition("ci7"));
+        assert_eq!(partition(""), partition_of(&format!("alice.{}", task.0), 8));
+        let naming = Naming::new("").unwrap();
+        assert_eq!(partition_of_subject(&naming, "anything", 1), 0);
     }
 
     #[test]

@@ -185,7 +185,28 @@ impl PartitionLeases {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        held_release(&self, total, &mut held, &owned, &member_key).await;
+        self.release_all(total, &mut held, &owned, &member_key)
+            .await;
+    }
+
+    /// Gives back every lease (and the heartbeat) so survivors take over at once.
+    async fn release_all(
+        &self,
+        total: u16,
+        held: &mut BTreeMap<u16, (u64, Instant)>,
+        owned: &watch::Sender<BTreeSet<u16>>,
+        member_key: &str,
+    ) {
+        let released: Vec<(u16, u64)> = held.iter().map(|(p, (r, _))| (*p, *r)).collect();
+        held.clear();
+        publish(owned, held);
+        for (partition, revision) in released {
+            let _ = self
+                .kv
+                .delete_expect_revision(self.key(total, partition), Some(revision))
+                .await;
+        }
+        let _ = self.kv.delete(member_key).await;
     }
 
     /// Renews every lease held; drops those lost (someone else's now, or expired) and those
@@ -240,24 +261,33 @@ impl PartitionLeases {
     }
 }
 
-/// Gives back every lease (and the heartbeat) so survivors take over at once.
-async fn held_release(
-    leases: &PartitionLeases,
-    total: u16,
-    held: &mut BTreeMap<u16, (u64, Instant)>,
-    owned: &watch::Sender<BTreeSet<u16>>,
-    member_key: &str,
-) {
-    let released: Vec<(u16, u64)> = held.iter().map(|(p, (r, _))| (*p, *r)).collect();
-    held.clear();
-    publish(owned, held);
-    for (partition, revision) in released {
-        let _ = leases
-            .kv
-            .delete_expect_revision(leases.key(total, partition), Some(revision))
-            .await;
+/// Who holds which partition lease of `projection` right now: lease key
+/// (`<projection>.<partitions>.<partition>`) to owner (`<pid>-<id>`). Empty while no projector
+/// has opened the bucket. For operators and tests; projectors never need it.
+pub async fn holders(
+    jetstream: &async_nats::jetstream::Context,
+    naming: &Naming,
+    projection: &str,
+) -> Result<BTreeMap<String, String>, ProjectionError> {
+    let leases = |e: &dyn std::fmt::Display| ProjectionError::Leases(e.to_string());
+    let Ok(kv) = jetstream.get_key_value(bucket_name(naming)).await else {
+        return Ok(BTreeMap::new());
+    };
+    let prefix = format!("{projection}.");
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(|e| leases(&e))?
+        .try_collect()
+        .await
+        .map_err(|e| leases(&e))?;
+    let mut holders = BTreeMap::new();
+    for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+        if let Some(owner) = kv.get(&key).await.map_err(|e| leases(&e))? {
+            holders.insert(key, String::from_utf8_lossy(&owner).into_owned());
+        }
     }
-    let _ = leases.kv.delete(member_key).await;
+    Ok(holders)
 }
 
 fn publish(owned: &watch::Sender<BTreeSet<u16>>, held: &BTreeMap<u16, (u64, Instant)>) {

@@ -229,7 +229,7 @@ async fn rebuild_locked(
         .await?;
     prepare_shadow(live, &live_schema, wanted).await?;
 
-    let shadow_lanes = projector.lanes().max(crate::projector::REBUILD_LANES);
+    let shadow_lanes = projector.shadow_lanes();
     let shadow_options = (*live.connect_options()).clone().options([
         ("search_path", SHADOW_SCHEMA),
         ("synchronous_commit", "off"),

@@ -167,8 +167,8 @@ pub async fn verify(pool: &PgPool, store: &EventStore) -> Result<VerifyReport, P
     snapshot.commit().await?;
     // Each partition is compared at its own checkpoint.
     let furthest = positions.values().copied().max().unwrap_or(0);
-    let applied_in_partition = |subject_key: &str, sequence: u64| {
-        let partition = layout::partition_of(subject_key, partitions);
+    let applied_in_partition = |subject: &str, sequence: u64| {
+        let partition = layout::partition_of_subject(store.naming(), subject, partitions);
         positions.get(&partition).is_some_and(|&at| sequence <= at)
     };
 
@@ -191,8 +191,10 @@ pub async fn verify(pool: &PgPool, store: &EventStore) -> Result<VerifyReport, P
             }
             match recorded {
                 Some(recorded) => {
-                    let key = format!("{}.{}", recorded.owner, recorded.task_id);
-                    if !applied_in_partition(&key, sequence) {
+                    let subject = store
+                        .naming()
+                        .task_subject(&recorded.owner, recorded.task_id);
+                    if !applied_in_partition(&subject, sequence) {
                         continue;
                     }
                     report.events += 1;

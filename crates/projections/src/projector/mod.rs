@@ -166,7 +166,7 @@ impl Projector {
             options: ProjectorOptions {
                 leases: None,
                 rebuild_on_layout_change: false,
-                lanes: self.options.lanes.max(REBUILD_LANES),
+                lanes: self.shadow_lanes(),
                 max_batch: self.options.max_batch.max(REBUILD_BATCH),
                 ..self.options.clone()
             },
@@ -178,8 +178,9 @@ impl Projector {
         &self.pool
     }
 
-    pub(crate) fn lanes(&self) -> usize {
-        self.options.lanes.max(1)
+    /// The lanes of this projector's rebuilds (each holds a shadow connection).
+    pub(crate) fn shadow_lanes(&self) -> usize {
+        self.options.lanes.max(REBUILD_LANES)
     }
 
     pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
@@ -204,12 +205,9 @@ impl Projector {
             match self.run_layout(&shutdown, &mut rebuild, &mut backoff).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "projector interrupted; resuming from the checkpoint");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !self.back_off(&error, &mut backoff, &shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(self.options.max_backoff);
                 }
             }
         }
@@ -298,12 +296,9 @@ impl Projector {
                 Ok(Stop::OwnershipChanged | Stop::Reached) => continue,
                 Err(error @ ProjectionError::LayoutChanged(_)) => break Err(error),
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, retry_in = ?backoff, "projector interrupted; resuming from the checkpoint");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break Ok(()),
-                        _ = tokio::time::sleep(*backoff) => {}
+                    if !self.back_off(&error, backoff, shutdown).await {
+                        break Ok(());
                     }
-                    *backoff = (*backoff * 2).min(self.options.max_backoff);
                 }
                 Err(error) => break Err(error),
             }
@@ -313,6 +308,23 @@ impl Projector {
             let _ = keeper.await;
         }
         outcome
+    }
+
+    /// Logs an interruption and waits `backoff` (doubled for next time, up to the maximum)
+    /// before resuming from the stored checkpoints; `false` when `shutdown` came first.
+    async fn back_off(
+        &self,
+        error: &ProjectionError,
+        backoff: &mut Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(%error, retry_in = ?backoff, "projector interrupted; resuming from the checkpoint");
+        let waited = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(*backoff) => true,
+        };
+        *backoff = (*backoff * 2).min(self.options.max_backoff);
+        waited
     }
 
     /// Applies every partition of the stored layout up to at least `position`, then returns
@@ -336,10 +348,10 @@ impl Projector {
             match self.follow(layout, &owned, until, &mut backoff).await {
                 Ok(Stop::Reached) => return checkpoint::load(&self.pool, TASKS_PROJECTION).await,
                 Ok(_) => return Err(ProjectionError::Stream("interrupted".into())),
-                Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
-                    tracing::warn!(%error, "rebuild interrupted; resuming from its checkpoint");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.options.max_backoff);
+                Err(error) if error.is_transient() => {
+                    if !self.back_off(&error, &mut backoff, shutdown).await {
+                        return Err(error);
+                    }
                 }
                 Err(error) => return Err(error),
             }
@@ -536,7 +548,8 @@ impl Projector {
             return Ok(None);
         };
         let (sequence, published, pending) = (info.stream_sequence, info.published, info.pending);
-        let partition = self.partition_of(message.subject.as_str(), layout.partitions);
+        let partition =
+            layout::partition_of_subject(&self.naming, message.subject.as_str(), layout.partitions);
         Ok(Some(Envelope {
             message,
             sequence,
@@ -544,16 +557,6 @@ impl Projector {
             pending,
             partition,
         }))
-    }
-
-    /// The partition of a subject: hashed from what follows the subject root, so the prefix
-    /// does not matter.
-    fn partition_of(&self, subject: &str, partitions: u16) -> u16 {
-        if partitions <= 1 {
-            return 0;
-        }
-        let key = self.naming.task_key(subject).unwrap_or(subject);
-        layout::partition_of(key, partitions)
     }
 
     /// Applies one event, retrying with backoff; dead-letters it when it keeps failing.
