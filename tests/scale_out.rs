@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,6 @@ use chrono::Utc;
 use domain::*;
 use eventstore::store::StoreOptions;
 use eventstore::{CommandMeta, EventStore, Naming, StreamOptions};
-use futures::TryStreamExt;
 use testkit::{NatsScope, TestDatabase};
 use tokio_util::sync::CancellationToken;
 
@@ -83,38 +83,22 @@ async fn keep_writing(store: Arc<EventStore>, stop: CancellationToken) -> u64 {
     appended
 }
 
-/// Partition lease key -> owner ("<pid>-<uuid>").
+/// Who holds the partition leases (key -> "<pid>-<id>"); empty while they cannot be read.
 async fn lease_holders(
     jetstream: &async_nats::jetstream::Context,
     naming: &Naming,
-) -> Vec<(String, String)> {
-    let Ok(kv) = jetstream
-        .get_key_value(projections::leases::bucket_name(naming))
+) -> BTreeMap<String, String> {
+    projections::leases::holders(jetstream, naming, projections::TASKS_PROJECTION)
         .await
-    else {
-        return Vec::new();
-    };
-    let keys: Vec<String> = match kv.keys().await {
-        Ok(keys) => keys.try_collect().await.unwrap_or_default(),
-        Err(_) => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for key in keys.into_iter().filter(|k| k.starts_with("tasks.")) {
-        if let Ok(Some(value)) = kv.get(&key).await {
-            out.push((key, String::from_utf8_lossy(&value).into_owned()));
-        }
-    }
-    out
+        .unwrap_or_default()
 }
 
-fn owners(holders: &[(String, String)]) -> Vec<String> {
-    let mut owners: Vec<String> = holders
-        .iter()
-        .map(|(_, o)| o.split('-').next().unwrap_or_default().to_owned())
-        .collect();
-    owners.sort();
-    owners.dedup();
-    owners
+/// The pids of the processes holding leases.
+fn owners(holders: &BTreeMap<String, String>) -> BTreeSet<String> {
+    holders
+        .values()
+        .map(|o| o.split('-').next().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::world;
+use common::{start, world};
 use domain::*;
 use eventstore::{CommandMeta, EventStore};
 use projections::dead_letters;
 use projections::task_rows;
 use projections::{checkpoint, Projector, ProjectorOptions, TASKS_PROJECTION};
-use tokio_util::sync::CancellationToken;
 
 /// With a trace context, so a dead letter can name the trace that appended it.
 fn meta() -> CommandMeta {
@@ -65,7 +64,6 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
     .await
     .unwrap();
 
-    let shutdown = CancellationToken::new();
     // Three partitions: dead letters and their retry work per task, whatever its partition.
     let metrics = Arc::new(telemetry::Metrics::new());
     let projector = Projector::new(
@@ -79,10 +77,7 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
             ..ProjectorOptions::default()
         },
     );
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
+    let running = start(projector);
 
     let owner = UserId::parse("zed").unwrap();
     let before = create(store, &owner, "before").await;
@@ -224,6 +219,5 @@ async fn poison_events_are_dead_lettered_the_projector_goes_on_and_a_retry_after
             .unwrap()
     );
 
-    shutdown.cancel();
-    running.await.unwrap();
+    running.stop().await;
 }

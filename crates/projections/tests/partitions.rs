@@ -4,13 +4,14 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
 use domain::*;
-use futures::TryStreamExt;
-use projections::leases::{self, LeaseOptions};
+use projections::leases::{self, LeaseOptions, PartitionLeases};
 use projections::{checkpoint, layout, task_rows, Projector, ProjectorOptions, TASKS_PROJECTION};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: u16 = 6;
@@ -31,25 +32,23 @@ fn leased_projector(world: &World) -> Projector {
     )
 }
 
-/// The partition leases currently held: key -> owner.
-async fn lease_holders(world: &World) -> Vec<(String, String)> {
-    let Ok(kv) = world
-        .store
-        .jetstream()
-        .get_key_value(leases::bucket_name(&world.naming))
-        .await
-    else {
-        return Vec::new(); // no projector has opened the bucket yet
-    };
-    let keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
-    let mut out = Vec::new();
-    for key in keys.into_iter().filter(|k| k.starts_with("tasks.")) {
-        if let Some(value) = kv.get(&key).await.unwrap() {
-            out.push((key, String::from_utf8_lossy(&value).into_owned()));
+/// Waits (up to 10 s from `since`) until every partition is leased, by exactly `owners`
+/// distinct projectors; how long it took.
+async fn wait_for_spread(world: &World, owners: usize, since: Instant) -> Duration {
+    loop {
+        let holders = leases::holders(world.store.jetstream(), &world.naming, TASKS_PROJECTION)
+            .await
+            .unwrap();
+        let distinct: BTreeSet<&String> = holders.values().collect();
+        if holders.len() == PARTITIONS as usize && distinct.len() == owners {
+            return since.elapsed();
         }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "partitions not spread over {owners} projectors: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    out.sort();
-    out
 }
 
 #[tokio::test]
@@ -73,53 +72,13 @@ async fn three_projectors_share_the_partitions_and_when_one_dies_the_others_fini
         }
     });
 
-    let shutdown = CancellationToken::new();
-    let mut runs: Vec<_> = (0..3)
-        .map(|_| {
-            let projector = leased_projector(&world);
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { projector.run(shutdown).await })
-        })
-        .collect();
-
-    // Wait until the work is spread: every partition leased, by more than one process.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let holders = lease_holders(&world).await;
-        let mut owners: Vec<&String> = holders.iter().map(|(_, o)| o).collect();
-        owners.sort();
-        owners.dedup();
-        if holders.len() == PARTITIONS as usize && owners.len() == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partitions never spread: {holders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut runs: Vec<Running> = (0..3).map(|_| start(leased_projector(&world))).collect();
+    wait_for_spread(&world, 3, Instant::now()).await;
 
     // One projector dies mid-load without handing anything back; its leases expire and the
     // two survivors take every partition over.
-    let killed = runs.remove(0);
-    killed.abort();
-    let _ = killed.await;
-    let died = Instant::now();
-    loop {
-        let holders = lease_holders(&world).await;
-        let mut owners: Vec<&String> = holders.iter().map(|(_, o)| o).collect();
-        owners.sort();
-        owners.dedup();
-        if holders.len() == PARTITIONS as usize && owners.len() == 2 {
-            break;
-        }
-        assert!(
-            died.elapsed() < Duration::from_secs(10),
-            "the dead projector's partitions did not move: {holders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let failover = died.elapsed();
+    runs.remove(0).kill().await;
+    let failover = wait_for_spread(&world, 2, Instant::now()).await;
     assert!(
         failover >= TTL / 2,
         "moved after {failover:?}: before the leases could expire?"
@@ -131,12 +90,14 @@ async fn three_projectors_share_the_partitions_and_when_one_dies_the_others_fini
     let head = world.store.head_position().await.unwrap();
     wait_for_checkpoint(&world.pool, head).await;
 
-    shutdown.cancel();
     for run in runs {
-        run.await.unwrap();
+        run.stop().await;
     }
     // Graceful stops hand their leases back.
-    assert!(lease_holders(&world).await.is_empty());
+    let left = leases::holders(world.store.jetstream(), &world.naming, TASKS_PROJECTION)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     let ids: Vec<TaskId> = rows.keys().copied().collect();
@@ -163,18 +124,57 @@ async fn a_new_read_model_takes_the_configured_partitions_and_a_running_one_keep
 
     // A projector configured for 6 partitions but not allowed to rebuild keeps projecting
     // under the stored layout, so the read model stays current.
-    let projector = leased_projector(&world);
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
+    let running = start(leased_projector(&world));
     write_history(world.store.clone(), UserId::parse("rosa").unwrap(), 3, 1).await;
     let head = world.store.head_position().await.unwrap();
     wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    running.stop().await;
     let stored = layout::load(&world.pool, TASKS_PROJECTION).await.unwrap();
     assert_eq!(stored.map(|l| l.partitions), Some(1));
     assert_verify_clean(&world).await;
+}
+
+#[tokio::test]
+async fn a_lease_someone_else_holds_now_is_given_up_at_the_next_renewal_and_taken_back_when_it_lapses(
+) {
+    let world = world().await;
+    let jetstream = world.store.jetstream().clone();
+    let options = LeaseOptions {
+        ttl: Duration::from_millis(1_000),
+        replicas: 1,
+    };
+    let keeper = PartitionLeases::open(
+        &jetstream,
+        &world.naming,
+        TASKS_PROJECTION,
+        "alone".into(),
+        options,
+    )
+    .await
+    .unwrap();
+    let (owned_tx, mut owned) = watch::channel(BTreeSet::new());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(keeper.run(2, owned_tx, stop.clone()));
+    let both: BTreeSet<u16> = [0, 1].into();
+    owned.wait_for(|o| *o == both).await.unwrap();
+
+    // Another process holds partition 0 now (as after this one paused past its TTL).
+    let kv = jetstream
+        .get_key_value(leases::bucket_name(&world.naming))
+        .await
+        .unwrap();
+    kv.put("tasks.2.0", "intruder".into()).await.unwrap();
+    let only_one: BTreeSet<u16> = [1].into();
+    tokio::time::timeout(Duration::from_secs(3), owned.wait_for(|o| *o == only_one))
+        .await
+        .expect("the lost lease was given up")
+        .unwrap();
+    // The intruder's lease is never renewed: once it lapses, the partition comes back.
+    tokio::time::timeout(Duration::from_secs(5), owned.wait_for(|o| *o == both))
+        .await
+        .expect("the lapsed lease was taken back")
+        .unwrap();
+    stop.cancel();
+    running.await.unwrap();
+    assert!(owned.borrow().is_empty(), "stopping hands everything back");
 }

@@ -8,7 +8,6 @@ use common::*;
 use domain::*;
 use projections::task_rows;
 use projections::{checkpoint, TASKS_PROJECTION};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn a_projector_aborted_mid_batch_and_restarted_matches_the_log_exactly() {
@@ -19,11 +18,9 @@ async fn a_projector_aborted_mid_batch_and_restarted_matches_the_log_exactly() {
     // Kill the projector at arbitrary moments while events keep arriving.
     let mut kills = 0;
     while !writer.is_finished() || kills < 5 {
-        let projector = new_projector(&world);
-        let running = tokio::spawn(async move { projector.run(CancellationToken::new()).await });
+        let running = start(new_projector(&world));
         tokio::time::sleep(Duration::from_millis(7 + (kills * 13) % 40)).await;
-        running.abort();
-        let _ = running.await;
+        running.kill().await;
         kills += 1;
     }
     let appended = writer.await.unwrap();
@@ -80,18 +77,10 @@ async fn a_second_projector_racing_on_the_checkpoint_cannot_apply_a_batch_twice(
 
     // Two projectors on the same checkpoint at once: the compare-and-set lets one win each
     // batch; the other fails its commit and resumes from the new checkpoint.
-    let shutdown = CancellationToken::new();
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let projector = new_projector(&world);
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { projector.run(shutdown).await })
-        })
-        .collect();
+    let runs: Vec<Running> = (0..2).map(|_| start(new_projector(&world))).collect();
     wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
     for run in runs {
-        run.await.unwrap();
+        run.stop().await;
     }
     let rows = task_rows::load_all(&world.pool).await.unwrap();
     let total_versions: u64 = rows.values().map(|r| r.task.version).sum();

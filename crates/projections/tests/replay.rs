@@ -187,27 +187,14 @@ async fn a_read_model_built_by_another_projection_version_is_rebuilt_when_a_proj
         .unwrap()
         .is_clean());
 
-    let shutdown = CancellationToken::new();
-    let projector = projector_on(&world, 3, true);
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
+    let running = start(projector_on(&world, 3, true));
     let wanted = Layout::new(TASKS_PROJECTION_VERSION, 3).unwrap();
-    let mut rebuilt = false;
-    for _ in 0..200 {
-        if layout::load(&world.pool, TASKS_PROJECTION).await.unwrap() == Some(wanted) {
-            rebuilt = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rebuilt = wait_for_layout(&world, wanted).await;
     assert!(rebuilt, "the projector did not rebuild the read model");
     write_history(world.store.clone(), owner, 2, 1).await;
     let head = world.store.head_position().await.unwrap();
     wait_for_checkpoint(&world.pool, head).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    running.stop().await;
     assert_verify_clean(&world).await;
 }
 
@@ -353,8 +340,7 @@ async fn a_rebuild_on_deploy_that_another_process_began_and_abandoned_is_taken_o
         .execute(&mut other)
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let projector = projector_with(
+    let running = start(projector_with(
         &world,
         ProjectorOptions {
             partitions: 3,
@@ -362,11 +348,7 @@ async fn a_rebuild_on_deploy_that_another_process_began_and_abandoned_is_taken_o
             rebuild_retry: Duration::from_millis(100),
             ..ProjectorOptions::default()
         },
-    );
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { projector.run(shutdown).await }
-    });
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stored = layout::load(&world.pool, TASKS_PROJECTION).await.unwrap();
     assert_eq!(
@@ -379,16 +361,8 @@ async fn a_rebuild_on_deploy_that_another_process_began_and_abandoned_is_taken_o
     use sqlx::Connection;
     other.close().await.unwrap();
     let wanted = Layout::new(TASKS_PROJECTION_VERSION, 3).unwrap();
-    let mut rebuilt = false;
-    for _ in 0..200 {
-        if layout::load(&world.pool, TASKS_PROJECTION).await.unwrap() == Some(wanted) {
-            rebuilt = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rebuilt = wait_for_layout(&world, wanted).await;
     assert!(rebuilt, "nobody took the abandoned rebuild over");
-    shutdown.cancel();
-    running.await.unwrap();
+    running.stop().await;
     assert_verify_clean(&world).await;
 }

@@ -170,17 +170,55 @@ pub async fn fold_log(
     expected
 }
 
-/// Runs a projector until the checkpoint reaches `position`, then stops it gracefully.
-pub async fn project_until(world: &World, position: u64) {
+/// A projector running in the background until stopped (or killed).
+pub struct Running {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `projector` in the background.
+pub fn start(projector: Projector) -> Running {
     let shutdown = CancellationToken::new();
-    let projector = new_projector(world);
-    let running = tokio::spawn({
+    let handle = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { projector.run(shutdown).await }
     });
+    Running { shutdown, handle }
+}
+
+impl Running {
+    /// Stops it gracefully: the batch in flight commits, leases are handed back.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap();
+    }
+
+    /// Kills it: nothing is committed or handed back (as for a process that dies).
+    pub async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+/// Runs a projector until the checkpoint reaches `position`, then stops it gracefully.
+pub async fn project_until(world: &World, position: u64) {
+    let running = start(new_projector(world));
     wait_for_checkpoint(&world.pool, position).await;
-    shutdown.cancel();
-    running.await.unwrap();
+    running.stop().await;
+}
+
+/// Waits (up to 10 s) until the read model's stored layout is `wanted`; whether it got there.
+pub async fn wait_for_layout(world: &World, wanted: projections::Layout) -> bool {
+    for _ in 0..200 {
+        let stored = projections::layout::load(&world.pool, TASKS_PROJECTION)
+            .await
+            .unwrap();
+        if stored == Some(wanted) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 pub async fn wait_for_checkpoint(pool: &PgPool, position: u64) {
