@@ -243,21 +243,13 @@ impl PartitionLeases {
 
     /// Refreshes this process's heartbeat and counts the live processes.
     async fn heartbeat_and_count(&self, member_key: &str) -> Result<u16, ProjectionError> {
-        let leases = |e: &dyn std::fmt::Display| ProjectionError::Leases(e.to_string());
         self.kv
             .put(member_key, Bytes::from(self.member.clone()))
             .await
-            .map_err(|e| leases(&e))?;
+            .map_err(leases_error)?;
         let prefix = self.member_prefix();
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| leases(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| leases(&e))?;
-        Ok(keys.iter().filter(|k| k.starts_with(&prefix)).count() as u16)
+        let keys = keys_under(&self.kv, &prefix).await?;
+        Ok(keys.len() as u16)
     }
 }
 
@@ -269,25 +261,32 @@ pub async fn holders(
     naming: &Naming,
     projection: &str,
 ) -> Result<BTreeMap<String, String>, ProjectionError> {
-    let leases = |e: &dyn std::fmt::Display| ProjectionError::Leases(e.to_string());
     let Ok(kv) = jetstream.get_key_value(bucket_name(naming)).await else {
         return Ok(BTreeMap::new());
     };
-    let prefix = format!("{projection}.");
-    let keys: Vec<String> = kv
-        .keys()
-        .await
-        .map_err(|e| leases(&e))?
-        .try_collect()
-        .await
-        .map_err(|e| leases(&e))?;
     let mut holders = BTreeMap::new();
-    for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
-        if let Some(owner) = kv.get(&key).await.map_err(|e| leases(&e))? {
+    for key in keys_under(&kv, &format!("{projection}.")).await? {
+        if let Some(owner) = kv.get(&key).await.map_err(leases_error)? {
             holders.insert(key, String::from_utf8_lossy(&owner).into_owned());
         }
     }
     Ok(holders)
+}
+
+/// The live keys of the bucket that start with `prefix`.
+async fn keys_under(kv: &kv::Store, prefix: &str) -> Result<Vec<String>, ProjectionError> {
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(leases_error)?
+        .try_collect()
+        .await
+        .map_err(leases_error)?;
+    Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+}
+
+fn leases_error(error: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Leases(error.to_string())
 }
 
 fn publish(owned: &watch::Sender<BTreeSet<u16>>, held: &BTreeMap<u16, (u64, Instant)>) {
