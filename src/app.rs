@@ -12,6 +12,7 @@ use api::health::HealthProbes;
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
+use ml::{MlWorker, ModelRegistry, ServingModel};
 use projections::{
     database, LeaseOptions, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION,
 };
@@ -28,6 +29,8 @@ pub struct Roles {
     pub api: bool,
     /// Postgres read models.
     pub projector: bool,
+    /// The effort estimator and priority suggester: training and publishing versions.
+    pub ml: bool,
 }
 
 impl Roles {
@@ -38,9 +41,10 @@ impl Roles {
             match role {
                 "api" => roles.api = true,
                 "projector" => roles.projector = true,
-                "insights" | "ml" => {
+                "ml" => roles.ml = true,
+                "insights" => {
                     return Err(format!(
-                        "role {role:?} is not available in this release (available: api, projector)"
+                        "role {role:?} is not available in this release (available: api, projector, ml)"
                     ))
                 }
                 other => {
@@ -61,6 +65,7 @@ impl Roles {
         Roles {
             api: true,
             projector: true,
+            ml: true,
         }
     }
 }
@@ -200,6 +205,9 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     projector: Option<Projector>,
+    /// The API's model and where it follows the published versions from.
+    serving: Option<(ServingModel, ModelRegistry)>,
+    ml_worker: Option<MlWorker>,
     shutdown: CancellationToken,
 }
 
@@ -214,6 +222,18 @@ impl Application {
             .context("REDIS_URL is not a valid Redis URL")?;
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let registry = if roles.api || roles.ml {
+            let jetstream = async_nats::jetstream::new(client.clone());
+            Some(
+                ModelRegistry::open(&jetstream, &naming, settings.nats_replicas)
+                    .await
+                    .context("opening the model registry (object store and pointer bucket)")?,
+            )
+        } else {
+            None
+        };
+        let models = ServingModel::default();
+        let mut store_for_ml = None;
 
         let app = if roles.api {
             let store = EventStore::open(
@@ -225,10 +245,13 @@ impl Application {
                 },
             )
             .await?;
+            let store = Arc::new(store);
+            store_for_ml = Some(store.clone());
             let positions =
                 PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?;
             Some(AppState {
-                store: Arc::new(store),
+                store,
+                models: models.clone(),
                 read_pool: pool.clone(),
                 positions,
                 verifier: Arc::new(TokenVerifier::hs256(
@@ -247,6 +270,23 @@ impl Application {
         let projector = roles
             .projector
             .then(|| projector(settings, &pool, &client, &naming, &metrics));
+        let ml_worker = match (&registry, roles.ml) {
+            (Some(registry), true) => {
+                let store = match store_for_ml {
+                    Some(store) => store,
+                    None => Arc::new(
+                        EventStore::open(client.clone(), naming.clone(), StoreOptions::default())
+                            .await?,
+                    ),
+                };
+                Some(MlWorker::new(store, registry.clone(), settings.ml))
+            }
+            _ => None,
+        };
+        let serving = match registry {
+            Some(registry) if roles.api => Some((models, registry)),
+            _ => None,
+        };
         let router = api::router(
             app,
             OpsStateParts {
@@ -265,6 +305,8 @@ impl Application {
             listener,
             router,
             projector,
+            serving,
+            ml_worker,
             shutdown,
         })
     }
@@ -292,6 +334,17 @@ impl Application {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { projector.run(shutdown).await })
         });
+        let follower = self
+            .serving
+            .map(|(models, registry)| tokio::spawn(models.follow(registry, shutdown.clone())));
+        let ml_worker = self.ml_worker.map(|worker| {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = worker.run(shutdown).await {
+                    tracing::error!(%error, "the ml role stopped");
+                }
+            })
+        });
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown({
                 let shutdown = shutdown.clone();
@@ -301,6 +354,14 @@ impl Application {
         shutdown.cancel();
         if let Some(projector) = projector {
             projector.await.context("projector task")?;
+        }
+        if let Some(worker) = ml_worker {
+            worker.await.context("ml task")?;
+        }
+        if let Some(follower) = follower {
+            if let Ok(Err(error)) = follower.await {
+                tracing::error!(%error, "following the model pointer failed");
+            }
         }
         server.context("HTTP server")?;
         Ok(())
@@ -336,7 +397,7 @@ mod tests {
 
     #[test]
     fn roles_parse_and_refuse_unknown_ones() {
-        assert_eq!(Roles::parse("api, projector").unwrap(), Roles::all());
+        assert_eq!(Roles::parse("api, projector,ml").unwrap(), Roles::all());
         assert!(Roles::parse("api,web").is_err());
         assert!(Roles::parse("").is_err());
         assert!(Roles::parse("insights")

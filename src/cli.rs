@@ -26,10 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process on the local services (creates the database and streams).
     Dev,
-    /// Run a set of roles: api, projector (insights and ml arrive later).
+    /// Run a set of roles: api, projector, ml (insights arrives later).
     Serve {
         /// Comma-separated roles.
-        #[arg(long, default_value = "api,projector")]
+        #[arg(long, default_value = "api,projector,ml")]
         roles: String,
     },
     /// Create the database if missing and apply the migrations.
@@ -52,10 +52,16 @@ pub enum Command {
         command: EventsCommand,
     },
     /// Rebuild a read model from the event log beside the live one (which keeps serving), then
-    /// swap it in with one transaction.
+    /// swap it in with one transaction; or retrain the models from the log (`ml`).
     Replay {
-        /// What to rebuild: tasks, or all.
+        /// What to rebuild: tasks, ml, or all.
         projection: String,
+    },
+    /// The learning side.
+    Ml {
+        /// What to do.
+        #[command(subcommand)]
+        command: MlCommand,
     },
     /// Recompute every task from the event log and compare it with the read model; exit 1 on
     /// any difference.
@@ -128,6 +134,18 @@ pub enum DeadLetterCommand {
     },
 }
 
+/// Learning subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MlCommand {
+    /// Score the effort estimator on a story-point CSV (issuekey,title,description,
+    /// storypoint,split_mark): learn from train, tune on val, predict test; prints JSON.
+    Eval {
+        /// The CSV file.
+        #[arg(long)]
+        csv: std::path::PathBuf,
+    },
+}
+
 /// NATS subcommands.
 #[derive(Debug, Subcommand)]
 pub enum NatsCommand {
@@ -164,7 +182,24 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(settings).await,
-        Command::Replay { projection } => replay(&projection, settings).await,
+        Command::Replay { projection } => match projection.as_str() {
+            "tasks" => replay(settings).await,
+            "ml" => replay_ml(settings).await,
+            "all" => {
+                replay(settings.clone()).await?;
+                replay_ml(settings).await
+            }
+            other => anyhow::bail!("unknown projection {other:?} (expected tasks, ml or all)"),
+        },
+        Command::Ml {
+            command: MlCommand::Eval { csv },
+        } => {
+            let rows = ml::eval::read_csv(&csv)?;
+            let client = app::connect_nats(&settings).await?;
+            let report = ml::eval::evaluate(client, &rows).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::EraseUser { user } => {
             let user = UserId::parse(&user).map_err(|e| anyhow::anyhow!("user: {}", e.message))?;
             let pool = app::prepare_database(&settings).await?;
@@ -215,7 +250,7 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
     );
     let url = format!("http://{address}");
     println!();
-    println!("  taskmaster is running at {url}   (api + projector, Ctrl-C to stop)");
+    println!("  taskmaster is running at {url}   (api + projector + ml, Ctrl-C to stop)");
     println!();
     println!("  token for user dev-user (24 h):");
     println!("    export TOKEN={token}");
@@ -283,15 +318,45 @@ async fn dead_letters(command: DeadLetterCommand, settings: Settings) -> anyhow:
     }
 }
 
-async fn replay(projection: &str, settings: Settings) -> anyhow::Result<()> {
-    use projections::replay::{self, Progress, Stage};
-    match projection {
-        "tasks" | "all" => {}
-        "ml" => anyhow::bail!(
-            "the ml projection is not available in this release (it arrives with the ml role); replay tasks or all"
+/// Retrains both models from the whole log and publishes the result when it beats the
+/// serving version (or when there is none).
+async fn replay_ml(settings: Settings) -> anyhow::Result<()> {
+    let client = app::connect_nats(&settings).await?;
+    let naming = app::apply_streams(&settings, &client).await?;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let registry = ml::ModelRegistry::open(&jetstream, &naming, settings.nats_replicas).await?;
+    let store = eventstore::EventStore::open(client, naming, Default::default()).await?;
+    let worker = ml::MlWorker::new(std::sync::Arc::new(store), registry, settings.ml);
+    let report = worker
+        .rebuild(|done, total| eprintln!("  ml: read {done} of {total}"))
+        .await?;
+    let m = report.candidate;
+    println!(
+        "retrained from {} event(s), {} completion(s): replay {:.1} s, training {:.1} s; holdout of {}: MAE {:.2} (median baseline {:.2}), MdAE {:.2}, SA {:.1}%",
+        report.events,
+        report.completions,
+        report.replay.as_secs_f64(),
+        report.training.as_secs_f64(),
+        m.holdout,
+        m.mae,
+        m.median_baseline_mae,
+        m.mdae,
+        m.sa
+    );
+    match report.decision {
+        ml::worker::Decision::Published(pointer) => {
+            println!("published model version {}", pointer.version)
+        }
+        ml::worker::Decision::Kept(c) => println!(
+            "kept the serving version: on {} completion(s) newer than it, candidate MAE {:.2} vs serving {:.2}",
+            c.fresh, c.candidate_mae, c.current_mae
         ),
-        other => anyhow::bail!("unknown projection {other:?} (expected tasks, ml or all)"),
     }
+    Ok(())
+}
+
+async fn replay(settings: Settings) -> anyhow::Result<()> {
+    use projections::replay::{self, Progress, Stage};
     let pool = app::prepare_database(&settings).await?;
     let client = app::connect_nats(&settings).await?;
     let naming = app::apply_streams(&settings, &client).await?;

@@ -84,6 +84,10 @@ pub struct Settings {
     /// `TASKMASTER_PROJECTION_LEASE_TTL_MS`: how long a partition lease lives unrenewed, so
     /// the bound on how long a dead projector's partitions wait for a new owner.
     pub projection_lease_ttl: Duration,
+    /// `TASKMASTER_ML_RETRAIN_AFTER` (new completions, default 200) and
+    /// `TASKMASTER_ML_RETRAIN_INTERVAL_SECS` (default 3600): when the ml role retrains;
+    /// `TASKMASTER_ML_HOLDOUT` (default 0.2): the newest share of completions held out.
+    pub ml: ml::WorkerOptions,
     /// `TASKMASTER_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -181,8 +185,34 @@ impl Settings {
                 message: format!("must be at least 500, not {lease_ttl_ms}"),
             });
         }
+        let ml = ml::WorkerOptions {
+            retrain_after: parse(
+                "TASKMASTER_ML_RETRAIN_AFTER",
+                get("TASKMASTER_ML_RETRAIN_AFTER"),
+                200,
+            )?,
+            retrain_interval: Duration::from_secs(parse(
+                "TASKMASTER_ML_RETRAIN_INTERVAL_SECS",
+                get("TASKMASTER_ML_RETRAIN_INTERVAL_SECS"),
+                3600,
+            )?),
+            holdout: parse("TASKMASTER_ML_HOLDOUT", get("TASKMASTER_ML_HOLDOUT"), 0.2)?,
+        };
+        if !(0.05..=0.5).contains(&ml.holdout) {
+            return Err(SettingsError {
+                variable: "TASKMASTER_ML_HOLDOUT",
+                message: format!("must be between 0.05 and 0.5, not {}", ml.holdout),
+            });
+        }
+        if ml.retrain_after == 0 || ml.retrain_interval.is_zero() {
+            return Err(SettingsError {
+                variable: "TASKMASTER_ML_RETRAIN_AFTER",
+                message: "TASKMASTER_ML_RETRAIN_AFTER and TASKMASTER_ML_RETRAIN_INTERVAL_SECS must be positive".into(),
+            });
+        }
         Ok(Settings {
             environment,
+            ml,
             projection_partitions,
             projection_lease_ttl: Duration::from_millis(lease_ttl_ms),
             http_addr: parse(
@@ -290,6 +320,9 @@ mod tests {
             ("TASKMASTER_PROJECTION_PARTITIONS", "0"),
             ("TASKMASTER_PROJECTION_PARTITIONS", "5000"),
             ("TASKMASTER_PROJECTION_LEASE_TTL_MS", "10"),
+            ("TASKMASTER_ML_HOLDOUT", "0.9"),
+            ("TASKMASTER_ML_HOLDOUT", "most"),
+            ("TASKMASTER_ML_RETRAIN_AFTER", "0"),
         ] {
             assert_eq!(
                 settings(&[(variable, value)]).unwrap_err().variable,

@@ -5,6 +5,7 @@
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
 //! - [`live`]: the user's events as server-sent events.
 //! - [`pending`]: endpoints of the contract that later releases fill in (501 until then).
+//! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
 //! - [`auth`]: bearer JWT verification and minting of development tokens.
 //! - [`extract`]: extractors that fail with problem+json (JSON bodies, command headers,
@@ -22,6 +23,7 @@ pub mod live;
 pub mod middleware;
 pub mod ops;
 pub mod pending;
+pub mod predictions;
 pub mod problem;
 pub mod state;
 pub mod tasks;
@@ -84,6 +86,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(live::router())
         .merge(pending::router())
+        .merge(predictions::router())
 }
 
 async fn not_found() -> ApiError {

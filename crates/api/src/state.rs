@@ -39,6 +39,8 @@ impl Default for ApiConfig {
 pub struct AppState {
     /// Where commands go.
     pub store: Arc<EventStore>,
+    /// The model version this process serves, swapped when a better one is published.
+    pub models: ml::ServingModel,
     /// Where queries read.
     pub read_pool: PgPool,
     /// The read model's position, for `Tm-Min-Position`.

@@ -285,9 +285,9 @@ pub struct TaskResponse {
     pub version: u64,
     /// Stream position of the task's last event.
     pub position: u64,
-    /// Predicted effort and priority (from the learning workers; `null` until they run).
-    #[schema(value_type = Option<Object>)]
-    pub prediction: Option<serde_json::Value>,
+    /// Predicted effort and priority of a task still to be done (single-task reads only;
+    /// `null` for lists, for done tasks, and until a model has been published).
+    pub prediction: Option<crate::predictions::PredictionResponse>,
 }
 
 impl From<TaskRecord> for TaskResponse {

@@ -142,7 +142,10 @@ pub async fn get_task(
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.task.version)) {
         headers.insert(header::ETAG, etag);
     }
-    Ok((headers, Json(record.into())))
+    let prediction = crate::predictions::for_task(&state, &owner, &record.task);
+    let mut response = TaskResponse::from(record);
+    response.prediction = prediction;
+    Ok((headers, Json(response)))
 }
 
 fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {

@@ -1,0 +1,511 @@
+//! Training: tune on a chronological holdout, measure, refit on everything.
+//!
+//! 1. The examples are split in log order: the last ones (a fraction, or everything after a
+//!    given position) are held out. Nothing is shuffled: a model is always judged on tasks
+//!    completed after everything it learned from, as it will be used.
+//! 2. The ridge penalty is chosen on the holdout, then the personal-correction settings
+//!    (neighbours, half-life, weight of "no correction") over a small fixed grid. The grid is
+//!    the same for every data set: no settings are fitted per file or per deployment by hand.
+//! 3. The chosen settings' holdout errors are the version's metrics.
+//! 4. The published model is refit on every example with those settings, so it knows the
+//!    latest completions, as usual once a configuration has been validated.
+
+use std::collections::HashMap;
+
+use domain::UserId;
+use eventstore::RecordedEvent;
+
+use crate::dataset::{EffortExample, History, Observed, PriorityExample};
+use crate::features::{dense::WIDTH, priority_index, OwnerHistory};
+use crate::model::{
+    personal_correction_from, snap, EffortMetrics, EffortModel, EffortParams, Model,
+    PastCompletion, PriorityMetrics, PriorityModel, RECENT_PER_OWNER,
+};
+use crate::normal::NormalEquations;
+use crate::MlError;
+
+/// Ridge penalties tried, strongest first (ties keep the simpler model).
+const LAMBDAS: [f64; 5] = [100.0, 30.0, 10.0, 3.0, 1.0];
+/// Weights of the "no correction" vote, from "ignore the owner's history" down.
+const PRIOR_WEIGHTS: [f64; 6] = [1e9, 1.0, 0.5, 0.2, 0.1, 0.05];
+/// Half-lives of a neighbour's vote, in the owner's completions.
+const HALF_LIVES: [Option<f64>; 4] = [None, Some(100.0), Some(50.0), Some(25.0)];
+/// Who votes: the k most similar (floor 0), or everyone with similarity + floor.
+const VOTERS: [(usize, f64); 6] = [
+    (5, 0.0),
+    (10, 0.0),
+    (20, 0.0),
+    (40, 0.0),
+    (0, 0.05),
+    (0, 0.2),
+];
+/// At most this many distinct efforts make them labels to snap to.
+const MAX_LABELS: usize = 24;
+/// Settings used when there is no holdout to tune on (too few examples).
+const DEFAULT_PARAMS: EffortParams = EffortParams {
+    lambda: 10.0,
+    half_life: Some(50.0),
+    neighbours: 10,
+    similarity_floor: 0.0,
+    prior_weight: 0.5,
+};
+
+/// Which examples are held out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holdout {
+    /// The newest fraction (0 to 0.5) of the examples.
+    Fraction(f64),
+    /// Every example after this stream sequence.
+    After(u64),
+}
+
+/// Everything learnt from the log so far: the fold state and the examples.
+#[derive(Debug, Default)]
+pub struct TrainingSet {
+    history: History,
+    /// Effort examples, in log order.
+    pub effort: Vec<EffortExample>,
+    /// Priority examples, in log order.
+    pub priority: Vec<PriorityExample>,
+}
+
+impl TrainingSet {
+    /// Learns from one event (replay and live learning both come here).
+    pub fn observe(&mut self, event: &RecordedEvent) {
+        match self.history.observe(event) {
+            Observed::Effort(example) => self.effort.push(example),
+            Observed::Priority(example) => self.priority.push(example),
+            Observed::Nothing => {}
+        }
+    }
+
+    /// The stream sequence of the last event learnt from.
+    pub fn position(&self) -> u64 {
+        self.history.position()
+    }
+
+    /// Completions learnt from.
+    pub fn completions(&self) -> usize {
+        self.effort.len()
+    }
+}
+
+/// A held-out completion and what the candidate predicted for it.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    /// The completion.
+    pub example: EffortExample,
+    /// The candidate's prediction (trained without the holdout), minutes.
+    pub predicted: u32,
+}
+
+/// A freshly trained model with its holdout.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The model, refit on everything (version 0 until published).
+    pub model: Model,
+    /// The effort holdout, with the candidate's predictions.
+    pub holdout: Vec<HeldOut>,
+}
+
+/// Trains both models on `set`.
+pub fn train(
+    set: &TrainingSet,
+    holdout: Holdout,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Trained, MlError> {
+    let split = split_at(set.effort.iter().map(|e| e.position), holdout);
+    let (fit, held) = set.effort.split_at(split);
+    let (params, effort_metrics, predictions) = tune_effort(fit, held)?;
+    let effort = fit_effort(&set.effort, params)?;
+
+    let priority_split = split_at(set.priority.iter().map(|e| e.position), holdout);
+    let (priority, priority_metrics) = if set.priority.is_empty() {
+        (None, None)
+    } else {
+        let (fit, held) = set.priority.split_at(priority_split);
+        let (lambda, metrics) = tune_priority(fit, held)?;
+        let weights = priority_equations(&set.priority).solve(lambda)?;
+        (Some(PriorityModel { weights, lambda }), metrics)
+    };
+
+    let owners: HashMap<String, OwnerHistory> = set
+        .history
+        .owners()
+        .iter()
+        .map(|(owner, history)| (owner.as_str().to_owned(), *history))
+        .collect();
+    Ok(Trained {
+        model: Model {
+            version: 0,
+            trained_through: set.position(),
+            trained_at: now,
+            effort_examples: set.effort.len() as u64,
+            effort,
+            priority,
+            effort_metrics,
+            priority_metrics,
+            owners,
+        },
+        holdout: held
+            .iter()
+            .cloned()
+            .zip(predictions)
+            .map(|(example, predicted)| HeldOut { example, predicted })
+            .collect(),
+    })
+}
+
+fn split_at(positions: impl ExactSizeIterator<Item = u64>, holdout: Holdout) -> usize {
+    let n = positions.len();
+    match holdout {
+        Holdout::Fraction(fraction) => {
+            let held = (n as f64 * fraction.clamp(0.0, 0.5)).ceil() as usize;
+            // Fewer than 10 examples cannot be split into anything meaningful.
+            if n < 10 {
+                n
+            } else {
+                n - held
+            }
+        }
+        Holdout::After(position) => positions.take_while(|&p| p <= position).count(),
+    }
+}
+
+fn log_target(example: &EffortExample) -> f64 {
+    f64::from(example.actual_minutes.max(1)).ln()
+}
+
+fn effort_equations(examples: &[EffortExample]) -> NormalEquations {
+    let mut equations = NormalEquations::new(WIDTH, 1);
+    for example in examples {
+        equations.add(&example.row, &[log_target(example)]);
+    }
+    equations
+}
+
+fn labels_of(examples: &[EffortExample]) -> Option<Vec<u32>> {
+    let mut labels: Vec<u32> = examples.iter().map(|e| e.actual_minutes).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    (!labels.is_empty() && labels.len() <= MAX_LABELS).then_some(labels)
+}
+
+/// The owners' latest completions with their residuals under `weights`, capped per owner.
+fn recent_completions(
+    examples: &[EffortExample],
+    weights: &[f32],
+) -> HashMap<String, Vec<PastCompletion>> {
+    let mut recent: HashMap<String, Vec<PastCompletion>> = HashMap::new();
+    for example in examples {
+        let residual = log_target(example) - f64::from(example.row.dot_dense(weights));
+        let past = recent.entry(example.owner.as_str().to_owned()).or_default();
+        past.push(PastCompletion {
+            text: example.text.clone(),
+            residual: residual as f32,
+        });
+        if past.len() > 2 * RECENT_PER_OWNER {
+            past.drain(..past.len() - RECENT_PER_OWNER);
+        }
+    }
+    for past in recent.values_mut() {
+        if past.len() > RECENT_PER_OWNER {
+            past.drain(..past.len() - RECENT_PER_OWNER);
+        }
+    }
+    recent
+}
+
+fn fit_effort(examples: &[EffortExample], params: EffortParams) -> Result<EffortModel, MlError> {
+    let weights = effort_equations(examples).solve(params.lambda)?.remove(0);
+    Ok(EffortModel {
+        recent: recent_completions(examples, &weights),
+        labels: labels_of(examples),
+        weights,
+        params,
+    })
+}
+
+fn mean_absolute(errors: &[f64]) -> f64 {
+    if errors.is_empty() {
+        0.0
+    } else {
+        errors.iter().sum::<f64>() / errors.len() as f64
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// MAE, MdAE, SA and the two constant baselines of predictions against a holdout.
+pub fn effort_metrics(training: &[u32], actual: &[u32], predicted: &[u32]) -> EffortMetrics {
+    let errors: Vec<f64> = actual
+        .iter()
+        .zip(predicted)
+        .map(|(&a, &p)| (f64::from(a) - f64::from(p)).abs())
+        .collect();
+    let train: Vec<f64> = training.iter().map(|&t| f64::from(t)).collect();
+    let mean = if train.is_empty() {
+        0.0
+    } else {
+        train.iter().sum::<f64>() / train.len() as f64
+    };
+    let train_median = median(&mut train.clone());
+    let against = |constant: f64| {
+        mean_absolute(
+            &actual
+                .iter()
+                .map(|&a| (f64::from(a) - constant).abs())
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Random guessing: the expected |y − y_j| with y_j drawn uniformly from the training
+    // efforts, computed exactly (sorted efforts and prefix sums) rather than sampled.
+    let random = {
+        let mut sorted = train.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let mut prefix = Vec::with_capacity(sorted.len() + 1);
+        prefix.push(0.0);
+        for value in &sorted {
+            prefix.push(prefix.last().copied().unwrap_or(0.0) + value);
+        }
+        let total = prefix.last().copied().unwrap_or(0.0);
+        let n = sorted.len() as f64;
+        let expected = |a: f64| {
+            let below = sorted.partition_point(|&t| t <= a);
+            let (count, sum) = (below as f64, prefix[below]);
+            (a * count - sum + (total - sum) - a * (n - count)) / n
+        };
+        if sorted.is_empty() {
+            0.0
+        } else {
+            mean_absolute(
+                &actual
+                    .iter()
+                    .map(|&a| expected(f64::from(a)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let mae = mean_absolute(&errors);
+    EffortMetrics {
+        holdout: actual.len(),
+        mae,
+        mdae: median(&mut errors.clone()),
+        sa: if random > 0.0 {
+            (1.0 - mae / random) * 100.0
+        } else {
+            0.0
+        },
+        mean_baseline_mae: against(mean),
+        median_baseline_mae: against(train_median),
+    }
+}
+
+/// Held-out completions the settings are tuned on (the newest): enough to rank settings, few
+/// enough that the grid costs seconds at a million events.
+const TUNING_CASES: usize = 3000;
+
+/// A held-out completion prepared for scoring under one ridge fit.
+struct Case<'a> {
+    past: &'a [PastCompletion],
+    similarities: Vec<f32>,
+    base: f64,
+}
+
+fn cases<'a>(
+    held: &[EffortExample],
+    recent: &'a HashMap<String, Vec<PastCompletion>>,
+    weights: &[f32],
+) -> Vec<Case<'a>> {
+    held.iter()
+        .map(|e| {
+            let past = recent.get(e.owner.as_str()).map_or(&[][..], Vec::as_slice);
+            Case {
+                past,
+                similarities: past.iter().map(|p| p.text.dot(&e.text)).collect(),
+                base: f64::from(e.row.dot_dense(weights)),
+            }
+        })
+        .collect()
+}
+
+fn predict_cases(cases: &[Case<'_>], params: &EffortParams, labels: Option<&[u32]>) -> Vec<u32> {
+    cases
+        .iter()
+        .map(|case| {
+            let correction = personal_correction_from(case.past, &case.similarities, params);
+            snap((case.base + correction).exp().clamp(1.0, 100_000.0), labels)
+        })
+        .collect()
+}
+
+/// Picks the effort settings on the holdout; returns them, their metrics and their
+/// predictions for the held-out examples.
+fn tune_effort(
+    fit: &[EffortExample],
+    held: &[EffortExample],
+) -> Result<(EffortParams, EffortMetrics, Vec<u32>), MlError> {
+    if held.is_empty() || fit.is_empty() {
+        return Ok((DEFAULT_PARAMS, EffortMetrics::default(), vec![]));
+    }
+    let equations = effort_equations(fit);
+    let labels = labels_of(fit);
+    let tuning = &held[held.len().saturating_sub(TUNING_CASES)..];
+    let tuning_actual: Vec<u32> = tuning.iter().map(|e| e.actual_minutes).collect();
+    let mut chosen: Option<(f64, EffortParams)> = None;
+    for lambda in LAMBDAS {
+        let weights = equations.solve(lambda)?.remove(0);
+        // Similarities do not depend on the voting settings: computed once per penalty.
+        let recent = recent_completions(fit, &weights);
+        let cases = cases(tuning, &recent, &weights);
+        for prior_weight in PRIOR_WEIGHTS {
+            for half_life in HALF_LIVES {
+                for (neighbours, similarity_floor) in VOTERS {
+                    let params = EffortParams {
+                        lambda,
+                        half_life,
+                        neighbours,
+                        similarity_floor,
+                        prior_weight,
+                    };
+                    let predicted = predict_cases(&cases, &params, labels.as_deref());
+                    let mae = effort_metrics(&[], &tuning_actual, &predicted).mae;
+                    if chosen.as_ref().is_none_or(|(b, _)| mae < *b) {
+                        chosen = Some((mae, params));
+                    }
+                }
+            }
+        }
+    }
+    let Some((_, params)) = chosen else {
+        return Err(MlError::Training("no setting to try".into()));
+    };
+    let weights = equations.solve(params.lambda)?.remove(0);
+    let recent = recent_completions(fit, &weights);
+    let predicted = predict_cases(&cases(held, &recent, &weights), &params, labels.as_deref());
+    let actual: Vec<u32> = held.iter().map(|e| e.actual_minutes).collect();
+    let training: Vec<u32> = fit.iter().map(|e| e.actual_minutes).collect();
+    Ok((
+        params,
+        effort_metrics(&training, &actual, &predicted),
+        predicted,
+    ))
+}
+
+fn priority_equations(examples: &[PriorityExample]) -> NormalEquations {
+    let mut equations = NormalEquations::new(WIDTH, 4);
+    for example in examples {
+        let mut targets = [0.0; 4];
+        targets[priority_index(example.priority)] = 1.0;
+        equations.add(&example.row, &targets);
+    }
+    equations
+}
+
+fn tune_priority(
+    fit: &[PriorityExample],
+    held: &[PriorityExample],
+) -> Result<(f64, Option<PriorityMetrics>), MlError> {
+    if held.is_empty() || fit.is_empty() {
+        return Ok((10.0, None));
+    }
+    let equations = priority_equations(fit);
+    let mut counts = [0usize; 4];
+    for example in fit {
+        counts[priority_index(example.priority)] += 1;
+    }
+    let majority = (0..4).max_by_key(|&i| counts[i]).unwrap_or(1);
+    let share = |hits: usize| hits as f64 / held.len() as f64;
+    let baseline = share(
+        held.iter()
+            .filter(|e| priority_index(e.priority) == majority)
+            .count(),
+    );
+    let mut best: Option<(f64, f64)> = None;
+    for lambda in LAMBDAS {
+        let model = PriorityModel {
+            weights: equations.solve(lambda)?,
+            lambda,
+        };
+        let accuracy = share(
+            held.iter()
+                .filter(|e| model.predict_row(&e.row) == e.priority)
+                .count(),
+        );
+        if best.is_none_or(|(b, _)| accuracy > b) {
+            best = Some((accuracy, lambda));
+        }
+    }
+    let (accuracy, lambda) = best.unwrap_or((0.0, 10.0));
+    Ok((
+        lambda,
+        Some(PriorityMetrics {
+            holdout: held.len(),
+            accuracy,
+            majority_baseline_accuracy: baseline,
+        }),
+    ))
+}
+
+/// How a candidate and the serving model compare on completions neither learnt from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    /// Held-out completions newer than the serving model.
+    pub fresh: usize,
+    /// The candidate's MAE on them.
+    pub candidate_mae: f64,
+    /// The serving model's MAE on them.
+    pub current_mae: f64,
+}
+
+/// Fewer fresh completions than this cannot tell two models apart.
+pub const MIN_FRESH: usize = 10;
+
+impl Comparison {
+    /// Compares on the held-out completions after the serving model's training position.
+    pub fn of(candidate: &Trained, current: &Model) -> Self {
+        let fresh: Vec<&HeldOut> = candidate
+            .holdout
+            .iter()
+            .filter(|h| h.example.position > current.trained_through)
+            .collect();
+        let error = |a: u32, p: u32| (f64::from(a) - f64::from(p)).abs();
+        let candidate_errors: Vec<f64> = fresh
+            .iter()
+            .map(|h| error(h.example.actual_minutes, h.predicted))
+            .collect();
+        let current_errors: Vec<f64> = fresh
+            .iter()
+            .map(|h| {
+                let owner: &UserId = &h.example.owner;
+                let predicted =
+                    current
+                        .effort
+                        .predict_row(owner.as_str(), &h.example.row, &h.example.text);
+                error(h.example.actual_minutes, predicted)
+            })
+            .collect();
+        Self {
+            fresh: fresh.len(),
+            candidate_mae: mean_absolute(&candidate_errors),
+            current_mae: mean_absolute(&current_errors),
+        }
+    }
+
+    /// Whether the candidate should replace the serving model: it beats it on enough
+    /// completions that neither has seen.
+    pub fn candidate_wins(&self) -> bool {
+        self.fresh >= MIN_FRESH && self.candidate_mae < self.current_mae
+    }
+}
