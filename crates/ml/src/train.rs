@@ -509,3 +509,120 @@ impl Comparison {
         self.fresh >= MIN_FRESH && self.candidate_mae < self.current_mae
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{feature_row, text_vector, TaskInput};
+
+    fn example(position: u64, owner: &str, title: &str, estimate: u32, actual: u32) -> EffortExample {
+        let input = TaskInput {
+            title: title.into(),
+            description: None,
+            tags: vec![],
+            priority: None,
+            estimate_minutes: Some(estimate),
+            due_at: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let text = text_vector(&input);
+        EffortExample {
+            position,
+            owner: domain::FromTrusted::from_trusted(owner.to_owned()),
+            row: feature_row(&input, &text, &OwnerHistory::default()),
+            text,
+            actual_minutes: actual,
+        }
+    }
+
+    /// Reports take twice their estimate, bugs what was said: 200 completions alternating.
+    fn history() -> TrainingSet {
+        let mut set = TrainingSet::default();
+        for i in 0..200u64 {
+            set.effort.push(if i % 2 == 0 {
+                example(i + 1, "ann", "Write the report", 60, 120)
+            } else {
+                example(i + 1, "ann", "Fix the bug", 30, 30)
+            });
+        }
+        set
+    }
+
+    #[test]
+    fn training_learns_the_overrun_and_measures_it_on_the_newest_fifth() {
+        // given a consistent history, when trained with a 20 % holdout
+        let trained = train(&history(), Holdout::Fraction(0.2), chrono::Utc::now()).unwrap();
+        // then the holdout is the newest 40 completions, predicted almost perfectly
+        assert_eq!(trained.holdout.len(), 40);
+        assert_eq!(trained.holdout[0].example.position, 161);
+        let metrics = trained.model.effort_metrics;
+        assert_eq!(metrics.holdout, 40);
+        assert!(metrics.mae < 5.0, "{metrics:?}");
+        assert!(metrics.mae < metrics.median_baseline_mae);
+        // and the refit model predicts the overrun for a new report
+        let owner = domain::FromTrusted::from_trusted("ann".to_owned());
+        let report = TaskInput {
+            title: "Write the report".into(),
+            description: None,
+            tags: vec![],
+            priority: None,
+            estimate_minutes: Some(60),
+            due_at: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let minutes = trained.model.predict(&owner, &report).effort_minutes;
+        assert!((100..=140).contains(&minutes), "{minutes}");
+    }
+
+    #[test]
+    fn the_holdout_can_start_after_a_position() {
+        let trained = train(&history(), Holdout::After(150), chrono::Utc::now()).unwrap();
+        assert_eq!(trained.holdout.len(), 50);
+    }
+
+    #[test]
+    fn too_few_examples_train_without_a_holdout() {
+        let mut set = history();
+        set.effort.truncate(6);
+        let trained = train(&set, Holdout::Fraction(0.2), chrono::Utc::now()).unwrap();
+        assert!(trained.holdout.is_empty());
+        assert_eq!(trained.model.effort_metrics.holdout, 0);
+        assert_eq!(trained.model.effort_examples, 6);
+    }
+
+    #[test]
+    fn a_candidate_replaces_the_serving_model_only_by_beating_it_on_fresh_completions() {
+        let trained = train(&history(), Holdout::Fraction(0.2), chrono::Utc::now()).unwrap();
+        // A serving model that says 1 minute to everything, trained through position 100.
+        let mut bad = trained.model.clone();
+        bad.effort.weights.iter_mut().for_each(|w| *w = 0.0);
+        bad.effort.recent.clear();
+        bad.trained_through = 100;
+        let comparison = Comparison::of(&trained, &bad);
+        assert_eq!(comparison.fresh, 40);
+        assert!(comparison.candidate_wins(), "{comparison:?}");
+
+        // The same model cannot beat itself.
+        let mut same = trained.model.clone();
+        same.trained_through = 100;
+        assert!(!Comparison::of(&trained, &same).candidate_wins());
+
+        // A serving model newer than most of the holdout leaves too little to judge on.
+        bad.trained_through = 195;
+        let comparison = Comparison::of(&trained, &bad);
+        assert_eq!(comparison.fresh, 5);
+        assert!(!comparison.candidate_wins());
+    }
+
+    #[test]
+    fn metrics_match_their_definitions() {
+        // training efforts 1, 2, 3; holdout 2 and 4 predicted as 2 and 2
+        let metrics = effort_metrics(&[1, 2, 3], &[2, 4], &[2, 2]);
+        assert_eq!(metrics.mae, 1.0);
+        assert_eq!(metrics.mdae, 1.0);
+        assert_eq!(metrics.mean_baseline_mae, 1.0);
+        assert_eq!(metrics.median_baseline_mae, 1.0);
+        // random guessing: E|2 − {1,2,3}| = 2/3, E|4 − {1,2,3}| = 2 → 4/3
+        assert!((metrics.sa - (1.0 - 1.0 / (4.0 / 3.0)) * 100.0).abs() < 1e-9);
+    }
+}
