@@ -12,6 +12,7 @@ use api::health::HealthProbes;
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
+use insights::{CacheOptions, InsightsCache, InsightsService, InsightsWorker, WorkerOptions};
 use projections::{
     database, LeaseOptions, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION,
 };
@@ -28,6 +29,8 @@ pub struct Roles {
     pub api: bool,
     /// Postgres read models.
     pub projector: bool,
+    /// Cached insights in Redis, refreshed from the event stream.
+    pub insights: bool,
 }
 
 impl Roles {
@@ -38,9 +41,10 @@ impl Roles {
             match role {
                 "api" => roles.api = true,
                 "projector" => roles.projector = true,
-                "insights" | "ml" => {
+                "insights" => roles.insights = true,
+                "ml" => {
                     return Err(format!(
-                        "role {role:?} is not available in this release (available: api, projector)"
+                        "role {role:?} is not available in this release (available: api, projector, insights)"
                     ))
                 }
                 other => {
@@ -61,6 +65,7 @@ impl Roles {
         Roles {
             api: true,
             projector: true,
+            insights: true,
         }
     }
 }
@@ -194,12 +199,40 @@ pub fn projector(
     )
 }
 
+/// The insights service of a deployment: the read model behind a Redis cache whose keys carry
+/// the NATS prefix and whose values live `TASKMASTER_INSIGHTS_TTL_SECS`.
+pub fn insights_service(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    redis: &redis::Client,
+    metrics: &Arc<Metrics>,
+) -> InsightsService {
+    InsightsService::new(
+        pool.clone(),
+        insights_cache(settings, redis),
+        metrics.clone(),
+    )
+}
+
+/// The insights cache of a deployment (see [`insights_service`]).
+pub fn insights_cache(settings: &Settings, redis: &redis::Client) -> InsightsCache {
+    InsightsCache::new(
+        redis.clone(),
+        CacheOptions {
+            prefix: settings.nats_prefix.clone(),
+            ttl: settings.insights_ttl,
+            ..CacheOptions::default()
+        },
+    )
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     projector: Option<Projector>,
+    insights: Option<InsightsWorker>,
     shutdown: CancellationToken,
 }
 
@@ -215,6 +248,13 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
 
+        let positions = if roles.api || roles.insights {
+            Some(PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?)
+        } else {
+            None
+        };
+        let insights = (roles.api || roles.insights)
+            .then(|| Arc::new(insights_service(settings, &pool, &redis, &metrics)));
         let app = if roles.api {
             let store = EventStore::open(
                 client.clone(),
@@ -225,12 +265,13 @@ impl Application {
                 },
             )
             .await?;
-            let positions =
-                PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?;
             Some(AppState {
                 store: Arc::new(store),
                 read_pool: pool.clone(),
-                positions,
+                positions: positions
+                    .clone()
+                    .context("the api role follows positions")?,
+                insights: insights.clone().context("the api role has insights")?,
                 verifier: Arc::new(TokenVerifier::hs256(
                     settings.jwt_secret.expose().as_bytes(),
                 )),
@@ -247,6 +288,17 @@ impl Application {
         let projector = roles
             .projector
             .then(|| projector(settings, &pool, &client, &naming, &metrics));
+        let insights = match (roles.insights, insights, positions) {
+            (true, Some(service), Some(positions)) => Some(InsightsWorker::new(
+                service,
+                async_nats::jetstream::new(client.clone()),
+                naming.clone(),
+                positions,
+                metrics.clone(),
+                WorkerOptions::with_debounce(settings.insights_debounce),
+            )),
+            _ => None,
+        };
         let router = api::router(
             app,
             OpsStateParts {
@@ -265,6 +317,7 @@ impl Application {
             listener,
             router,
             projector,
+            insights,
             shutdown,
         })
     }
@@ -275,7 +328,7 @@ impl Application {
     }
 
     /// Serves until `signal` completes, then stops taking requests, lets in-flight requests
-    /// finish and the projector commit its batch.
+    /// finish, the projector commit its batch and the insights worker hand back what it holds.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -292,6 +345,9 @@ impl Application {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { projector.run(shutdown).await })
         });
+        let insights = self
+            .insights
+            .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown({
                 let shutdown = shutdown.clone();
@@ -301,6 +357,9 @@ impl Application {
         shutdown.cancel();
         if let Some(projector) = projector {
             projector.await.context("projector task")?;
+        }
+        if let Some(insights) = insights {
+            insights.await.context("insights worker task")?;
         }
         server.context("HTTP server")?;
         Ok(())
@@ -336,12 +395,20 @@ mod tests {
 
     #[test]
     fn roles_parse_and_refuse_unknown_ones() {
-        assert_eq!(Roles::parse("api, projector").unwrap(), Roles::all());
+        assert_eq!(
+            Roles::parse("api, projector,insights").unwrap(),
+            Roles::all()
+        );
+        assert_eq!(
+            Roles::parse("insights").unwrap(),
+            Roles {
+                insights: true,
+                ..Roles::default()
+            }
+        );
         assert!(Roles::parse("api,web").is_err());
         assert!(Roles::parse("").is_err());
-        assert!(Roles::parse("insights")
-            .unwrap_err()
-            .contains("not available"));
+        assert!(Roles::parse("ml").unwrap_err().contains("not available"));
     }
 
     #[test]

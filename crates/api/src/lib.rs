@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
+//! - [`insights`]: the caller's productivity insights, cached in Redis, never failing on it.
 //! - [`live`]: the user's events as server-sent events.
 //! - [`pending`]: endpoints of the contract that later releases fill in (501 until then).
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod insights;
 pub mod live;
 pub mod middleware;
 pub mod ops;
@@ -82,6 +84,7 @@ impl utoipa::Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tasks::router())
+        .merge(insights::router())
         .merge(live::router())
         .merge(pending::router())
 }
