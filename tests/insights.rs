@@ -138,10 +138,7 @@ async fn insights(app: &TestApp, token: &str, min_position: Option<u64>) -> (Str
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200, "GET /v1/insights");
-    let cache = response.headers()["tm-cache"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let cache = response.headers()["tm-cache"].to_str().unwrap().to_owned();
     (cache, response.json().await.unwrap())
 }
 
@@ -224,7 +221,11 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     for _ in 0..5 {
         let started = Instant::now();
         let (cache, body) = insights(&app, &token, None).await;
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(cache, "bypass");
         assert_eq!(completed_30d(&body), 3);
     }
@@ -286,7 +287,10 @@ async fn a_users_insights_never_include_another_users_tasks() {
         .unwrap();
     assert_eq!(start.status(), 200);
     let overdue = app
-        .create(&bob, json!({ "title": "late", "due_at": "2020-01-01T00:00:00Z" }))
+        .create(
+            &bob,
+            json!({ "title": "late", "due_at": "2020-01-01T00:00:00Z" }),
+        )
         .await;
     let position = overdue.json::<Value>().await.unwrap()["position"]
         .as_u64()

@@ -29,6 +29,13 @@ pub struct UserHistory {
     pub position: u64,
 }
 
+/// The rows of user `$1`: unfinished, or completed after `$2`.
+pub const HISTORY_SQL: &str =
+    "SELECT status, tags, due_at, estimate_minutes, actual_minutes, created_at, completed_at
+       FROM tasks
+      WHERE owner_id = $1
+        AND (status IN ('open', 'in_progress', 'paused') OR completed_at > $2)";
+
 #[derive(sqlx::FromRow)]
 struct FactsRow {
     status: String,
@@ -56,16 +63,11 @@ pub async fn load_history(
         .execute(&mut *tx)
         .await?;
     let position = checkpoint::load(&mut *tx, TASKS_PROJECTION).await?;
-    let rows: Vec<FactsRow> = sqlx::query_as(
-        "SELECT status, tags, due_at, estimate_minutes, actual_minutes, created_at, completed_at
-           FROM tasks
-          WHERE owner_id = $1
-            AND (status IN ('open', 'in_progress', 'paused') OR completed_at > $2)",
-    )
-    .bind(owner.as_str())
-    .bind(now - Duration::days(HISTORY_DAYS))
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<FactsRow> = sqlx::query_as(HISTORY_SQL)
+        .bind(owner.as_str())
+        .bind(now - Duration::days(HISTORY_DAYS))
+        .fetch_all(&mut *tx)
+        .await?;
     let time_zone: Option<String> = sqlx::query_scalar(
         "SELECT time_zone FROM tasks WHERE owner_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
     )
