@@ -433,7 +433,7 @@ fn estimation(history: &[&TaskFacts]) -> Estimation {
         })
         .collect();
     // Most measured first; the sort is stable, so equal counts stay in tag order.
-    by_tag.sort_by(|a, b| b.stats.samples.cmp(&a.stats.samples));
+    by_tag.sort_by_key(|t| std::cmp::Reverse(t.stats.samples));
     by_tag.truncate(MAX_TAGS);
     Estimation {
         overall: estimate_stats(overall),
