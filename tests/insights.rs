@@ -167,6 +167,12 @@ async fn eventually(
     }
 }
 
+/// The Prometheus exposition of `app`.
+async fn exposition(app: &TestApp) -> String {
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 fn task(title: &str) -> Value {
     json!({ "title": title, "estimate_minutes": 60, "tags": ["work"] })
 }
@@ -201,15 +207,7 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     assert_eq!(completed_30d(&fresh), 3);
     assert!(fresh["position"].as_u64().unwrap() >= position);
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = exposition(&app).await;
     assert!(
         metrics.contains(r#"taskmaster_insights_refreshes_total{outcome="stored"}"#),
         "{metrics}"
@@ -237,15 +235,7 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     assert_eq!(cache, "bypass");
     assert_eq!(completed_30d(&body), 4);
     assert_eq!(body["estimation"]["overall"]["samples"], 4);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = exposition(&app).await;
     assert!(metrics.contains(r#"taskmaster_insights_cache_requests_total{outcome="bypass"} 6"#));
 
     // Redis is back (empty, on the same port): caching resumes.

@@ -105,16 +105,13 @@ impl Pending {
 /// Refreshes cached insights from the event stream.
 #[derive(Debug, Clone)]
 pub struct InsightsWorker {
-    service: Arc<InsightsService>,
     jetstream: async_nats::jetstream::Context,
     naming: Naming,
-    positions: PositionWatch,
-    metrics: Arc<Metrics>,
-    options: WorkerOptions,
+    refresher: Refresher,
 }
 
 /// What a worker shares with its refresh tasks.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Refresher {
     service: Arc<InsightsService>,
     positions: PositionWatch,
@@ -133,12 +130,14 @@ impl InsightsWorker {
         options: WorkerOptions,
     ) -> Self {
         Self {
-            service,
             jetstream,
             naming,
-            positions,
-            metrics,
-            options,
+            refresher: Refresher {
+                service,
+                positions,
+                metrics,
+                options,
+            },
         }
     }
 
@@ -198,8 +197,8 @@ impl InsightsWorker {
                     ),
                     deliver_policy: DeliverPolicy::New,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.options.ack_wait(),
-                    max_ack_pending: self.options.max_ack_pending,
+                    ack_wait: self.refresher.options.ack_wait(),
+                    max_ack_pending: self.refresher.options.max_ack_pending,
                     filter_subject: self.naming.all_events(),
                     ..Default::default()
                 },
@@ -221,17 +220,13 @@ impl InsightsWorker {
             .await
             .map_err(|e| InsightsError::Stream(e.to_string()))?;
         tracing::info!(consumer = %Self::consumer_name(&self.naming), "insights worker consuming");
-        let refresher = Refresher {
-            service: self.service.clone(),
-            positions: self.positions.clone(),
-            metrics: self.metrics.clone(),
-            options: self.options.clone(),
-        };
+        let refresher = &self.refresher;
+        let options = &refresher.options;
         loop {
-            let room = refreshing.len() < self.options.concurrency;
+            let room = refreshing.len() < options.concurrency;
             let next_due = pending
                 .values()
-                .map(|p| p.due(&self.options))
+                .map(|p| p.due(options))
                 .min()
                 .filter(|_| room);
             let due = async {
@@ -246,9 +241,9 @@ impl InsightsWorker {
                     let now = Instant::now();
                     let ready: Vec<UserId> = pending
                         .iter()
-                        .filter(|(_, p)| p.due(&self.options) <= now)
+                        .filter(|(_, p)| p.due(options) <= now)
                         .map(|(user, _)| user.clone())
-                        .take(self.options.concurrency - refreshing.len())
+                        .take(options.concurrency - refreshing.len())
                         .collect();
                     for user in ready {
                         if let Some(waiting) = pending.remove(&user) {

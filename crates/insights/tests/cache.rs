@@ -132,13 +132,7 @@ async fn the_service_misses_then_hits_and_never_serves_a_value_older_than_asked(
     let (task, _) = world.create(&alice, &["bug"]).await;
     let position = world.complete(&alice, task, 30).await;
     let projector = world.start_projector();
-    common::until(Duration::from_secs(10), async || {
-        projections::checkpoint::load(&world.pool, projections::TASKS_PROJECTION)
-            .await
-            .unwrap()
-            >= position
-    })
-    .await;
+    world.projected_to(position).await;
 
     let first = service.get(&alice, None).await.unwrap();
     assert_eq!(first.cache, CacheOutcome::Miss);
@@ -150,13 +144,7 @@ async fn the_service_misses_then_hits_and_never_serves_a_value_older_than_asked(
 
     // A later event: a client that asks for it gets a fresh computation, not the cache.
     let (_, later) = world.create(&alice, &[]).await;
-    common::until(Duration::from_secs(10), async || {
-        projections::checkpoint::load(&world.pool, projections::TASKS_PROJECTION)
-            .await
-            .unwrap()
-            >= later
-    })
-    .await;
+    world.projected_to(later).await;
     let fresh = service.get(&alice, Some(later)).await.unwrap();
     assert_eq!(fresh.cache, CacheOutcome::Miss);
     assert_eq!(fresh.insights.completion_rate_30d.still_open, 1);
@@ -179,13 +167,7 @@ async fn with_redis_down_the_service_computes_from_postgres_and_says_bypass() {
     let (task, _) = world.create(&alice, &[]).await;
     let position = world.complete(&alice, task, 30).await;
     let projector = world.start_projector();
-    common::until(Duration::from_secs(10), async || {
-        projections::checkpoint::load(&world.pool, projections::TASKS_PROJECTION)
-            .await
-            .unwrap()
-            >= position
-    })
-    .await;
+    world.projected_to(position).await;
     for _ in 0..3 {
         let answer = service.get(&alice, Some(position)).await.unwrap();
         assert_eq!(answer.cache, CacheOutcome::Bypass);

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -51,14 +50,37 @@ async fn start_worker(
     shutdown
 }
 
+/// Waits (up to `within`) until `user`'s cached insights reflect `position`; the value then.
+async fn cached_at(
+    cache: &InsightsCache,
+    user: &domain::UserId,
+    position: u64,
+    within: Duration,
+) -> Option<insights::Insights> {
+    let reached = until(within, async || {
+        cache
+            .get(user)
+            .await
+            .unwrap()
+            .is_some_and(|i| i.position >= position)
+    })
+    .await;
+    if reached {
+        cache.get(user).await.unwrap()
+    } else {
+        None
+    }
+}
+
 fn refreshes(world: &World, outcome: &str) -> u64 {
     world.metric(&format!(
         r#"taskmaster_insights_refreshes_total{{outcome="{outcome}"}} "#
     ))
 }
 
-async fn consumer(world: &World) -> PullConsumer {
-    world
+/// Asserts the durable consumer has delivered every message and holds none unacked.
+async fn assert_all_acked(world: &World) {
+    let mut consumer: PullConsumer = world
         .store
         .jetstream()
         .get_stream(world.naming.stream())
@@ -66,7 +88,10 @@ async fn consumer(world: &World) -> PullConsumer {
         .unwrap()
         .get_consumer(&InsightsWorker::consumer_name(&world.naming))
         .await
-        .unwrap()
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_pending, 0);
 }
 
 #[tokio::test]
@@ -85,18 +110,9 @@ async fn a_burst_of_events_for_one_user_gives_one_refresh_that_covers_them_all()
     world.create(&bob, &[]).await;
 
     let cache = world.cache();
-    assert!(
-        until(Duration::from_secs(10), async || {
-            cache
-                .get(&alice)
-                .await
-                .unwrap()
-                .is_some_and(|i| i.position >= last)
-        })
-        .await,
-        "alice's insights were refreshed"
-    );
-    let refreshed = cache.get(&alice).await.unwrap().unwrap();
+    let refreshed = cached_at(&cache, &alice, last, Duration::from_secs(10))
+        .await
+        .expect("alice's insights were refreshed");
     assert_eq!(refreshed.completion_rate_30d.completed, 1);
     assert_eq!(refreshed.estimation.overall.median_ratio, Some(1.5));
     assert!(
@@ -110,9 +126,7 @@ async fn a_burst_of_events_for_one_user_gives_one_refresh_that_covers_them_all()
     // Quiet for longer than the debounce: still one refresh each, every message acked.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(refreshes(&world, "stored"), 2);
-    let info = consumer(&world).await.info().await.unwrap().clone();
-    assert_eq!(info.num_ack_pending, 0);
-    assert_eq!(info.num_pending, 0);
+    assert_all_acked(&world).await;
     worker.cancel();
     projector.cancel();
 }
@@ -153,27 +167,10 @@ async fn when_the_read_model_lags_the_cached_value_is_dropped_and_refreshed_once
 
     // The projector runs again: the redelivered message refreshes the value.
     let projector = world.start_projector();
-    assert!(
-        until(Duration::from_secs(15), async || {
-            cache
-                .get(&alice)
-                .await
-                .unwrap()
-                .is_some_and(|i| i.position >= position)
-        })
-        .await,
-        "refreshed after the read model caught up"
-    );
-    assert_eq!(
-        cache
-            .get(&alice)
-            .await
-            .unwrap()
-            .unwrap()
-            .completion_rate_30d
-            .still_open,
-        1
-    );
+    let refreshed = cached_at(&cache, &alice, position, Duration::from_secs(15))
+        .await
+        .expect("refreshed after the read model caught up");
+    assert_eq!(refreshed.completion_rate_30d.still_open, 1);
     worker.cancel();
     projector.cancel();
 }
@@ -202,9 +199,7 @@ async fn with_redis_down_the_worker_acks_and_keeps_consuming() {
         ) >= 2)
         .await
     );
-    let info = consumer(&world).await.info().await.unwrap().clone();
-    assert_eq!(info.num_ack_pending, 0);
-    assert_eq!(info.num_pending, 0);
+    assert_all_acked(&world).await;
     worker.cancel();
     projector.cancel();
 }
@@ -221,17 +216,10 @@ async fn two_workers_share_the_durable_consumer() {
     for u in &users {
         last.push(world.create(u, &[]).await.1);
     }
-    let cache = Arc::new(world.cache());
+    let cache = world.cache();
     for (u, position) in users.iter().zip(last) {
-        assert!(
-            until(Duration::from_secs(10), async || cache
-                .get(u)
-                .await
-                .unwrap()
-                .is_some_and(|i| i.position >= position))
-            .await,
-            "{u} refreshed"
-        );
+        let refreshed = cached_at(&cache, u, position, Duration::from_secs(10)).await;
+        assert!(refreshed.is_some(), "{u} refreshed");
     }
     // Each message went to one worker: one refresh per user, not two.
     tokio::time::sleep(Duration::from_millis(300)).await;

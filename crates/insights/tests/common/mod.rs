@@ -166,6 +166,18 @@ impl World {
         .await
     }
 
+    /// Waits (up to 10 s) until the read model has applied `position`.
+    pub async fn projected_to(&self, position: u64) {
+        let reached = until(Duration::from_secs(10), async || {
+            projections::checkpoint::load(&self.pool, projections::TASKS_PROJECTION)
+                .await
+                .unwrap()
+                >= position
+        })
+        .await;
+        assert!(reached, "the read model did not reach position {position}");
+    }
+
     /// The count of a labelled metric line in the exposition (0 when absent).
     pub fn metric(&self, line_prefix: &str) -> u64 {
         self.metrics
