@@ -368,6 +368,35 @@ async fn insights_need_a_token_and_answer_504_when_the_read_model_cannot_catch_u
         .unwrap();
     let body = problem(ahead, 504).await;
     assert_eq!(body["requested_position"], 1_000_000);
+
+    // The document describes the answer, the score's definition and the header.
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ok = &spec["paths"]["/v1/insights"]["get"]["responses"]["200"];
+    assert!(ok["headers"]["Tm-Cache"].is_object(), "{ok}");
+    let schema = &spec["components"]["schemas"]["Insights"];
+    let description = schema["description"].as_str().unwrap_or_default();
+    assert!(description.contains("productivity_score"), "{schema}");
+    for field in [
+        "productivity_score",
+        "completion_rate_7d",
+        "estimation",
+        "focus_hours",
+        "advice",
+        "position",
+    ] {
+        assert!(
+            schema["properties"][field].is_object(),
+            "{field} in {schema}"
+        );
+    }
 }
 
 #[tokio::test]
