@@ -164,9 +164,13 @@ async fn bench(options: Options) {
             .map(|(_, v)| v.clone())
     })
     .expect("settings");
+    // The insights and ml workers stay off: these figures are about the command path and the
+    // projection, and the README compares them across releases.
     let roles = Roles {
         api: true,
         projector: options.with_projector,
+        insights: false,
+        ml: false,
     };
     let app = Application::build(&settings, roles).await.expect("app");
     let address = app.local_addr().expect("address");

@@ -12,6 +12,7 @@ use api::health::HealthProbes;
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
+use insights::{CacheOptions, InsightsCache, InsightsService, InsightsWorker, WorkerOptions};
 use ml::{MlWorker, ModelRegistry, ServingModel};
 use projections::{
     database, LeaseOptions, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION,
@@ -31,6 +32,8 @@ pub struct Roles {
     pub projector: bool,
     /// The effort estimator and priority suggester: training and publishing versions.
     pub ml: bool,
+    /// Cached insights in Redis, refreshed from the event stream.
+    pub insights: bool,
 }
 
 impl Roles {
@@ -42,11 +45,7 @@ impl Roles {
                 "api" => roles.api = true,
                 "projector" => roles.projector = true,
                 "ml" => roles.ml = true,
-                "insights" => {
-                    return Err(format!(
-                        "role {role:?} is not available in this release (available: api, projector, ml)"
-                    ))
-                }
+                "insights" => roles.insights = true,
                 other => {
                     return Err(format!(
                         "unknown role {other:?} (expected api, projector, insights or ml)"
@@ -66,6 +65,7 @@ impl Roles {
             api: true,
             projector: true,
             ml: true,
+            insights: true,
         }
     }
 }
@@ -199,6 +199,33 @@ pub fn projector(
     )
 }
 
+/// The insights service of a deployment: the read model behind a Redis cache whose keys carry
+/// the NATS prefix and whose values live `TASKMASTER_INSIGHTS_TTL_SECS`.
+pub fn insights_service(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    redis: &redis::Client,
+    metrics: &Arc<Metrics>,
+) -> InsightsService {
+    InsightsService::new(
+        pool.clone(),
+        insights_cache(settings, redis),
+        metrics.clone(),
+    )
+}
+
+/// The insights cache of a deployment (see [`insights_service`]).
+pub fn insights_cache(settings: &Settings, redis: &redis::Client) -> InsightsCache {
+    InsightsCache::new(
+        redis.clone(),
+        CacheOptions {
+            prefix: settings.nats_prefix.clone(),
+            ttl: settings.insights_ttl,
+            ..CacheOptions::default()
+        },
+    )
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -208,6 +235,7 @@ pub struct Application {
     /// The API's model and where it follows the published versions from.
     serving: Option<(ServingModel, ModelRegistry)>,
     ml_worker: Option<MlWorker>,
+    insights: Option<InsightsWorker>,
     shutdown: CancellationToken,
 }
 
@@ -235,6 +263,13 @@ impl Application {
         let models = ServingModel::default();
         let mut store_for_ml = None;
 
+        let positions = if roles.api || roles.insights {
+            Some(PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?)
+        } else {
+            None
+        };
+        let insights = (roles.api || roles.insights)
+            .then(|| Arc::new(insights_service(settings, &pool, &redis, &metrics)));
         let app = if roles.api {
             let store = EventStore::open(
                 client.clone(),
@@ -247,13 +282,14 @@ impl Application {
             .await?;
             let store = Arc::new(store);
             store_for_ml = Some(store.clone());
-            let positions =
-                PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?;
             Some(AppState {
                 store,
                 models: models.clone(),
                 read_pool: pool.clone(),
-                positions,
+                positions: positions
+                    .clone()
+                    .context("the api role follows positions")?,
+                insights: insights.clone().context("the api role has insights")?,
                 verifier: Arc::new(TokenVerifier::hs256(
                     settings.jwt_secret.expose().as_bytes(),
                 )),
@@ -287,6 +323,17 @@ impl Application {
             Some(registry) if roles.api => Some((models, registry)),
             _ => None,
         };
+        let insights = match (roles.insights, insights, positions) {
+            (true, Some(service), Some(positions)) => Some(InsightsWorker::new(
+                service,
+                async_nats::jetstream::new(client.clone()),
+                naming.clone(),
+                positions,
+                metrics.clone(),
+                WorkerOptions::with_debounce(settings.insights_debounce),
+            )),
+            _ => None,
+        };
         let router = api::router(
             app,
             OpsStateParts {
@@ -307,6 +354,7 @@ impl Application {
             projector,
             serving,
             ml_worker,
+            insights,
             shutdown,
         })
     }
@@ -317,7 +365,7 @@ impl Application {
     }
 
     /// Serves until `signal` completes, then stops taking requests, lets in-flight requests
-    /// finish and the projector commit its batch.
+    /// finish, the projector commit its batch and the insights worker hand back what it holds.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -345,6 +393,9 @@ impl Application {
                 }
             })
         });
+        let insights = self
+            .insights
+            .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown({
                 let shutdown = shutdown.clone();
@@ -362,6 +413,9 @@ impl Application {
             if let Ok(Err(error)) = follower.await {
                 tracing::error!(%error, "following the model pointer failed");
             }
+        }
+        if let Some(insights) = insights {
+            insights.await.context("insights worker task")?;
         }
         server.context("HTTP server")?;
         Ok(())
@@ -397,12 +451,19 @@ mod tests {
 
     #[test]
     fn roles_parse_and_refuse_unknown_ones() {
-        assert_eq!(Roles::parse("api, projector,ml").unwrap(), Roles::all());
+        assert_eq!(
+            Roles::parse("api, projector,insights,ml").unwrap(),
+            Roles::all()
+        );
+        assert_eq!(
+            Roles::parse("insights").unwrap(),
+            Roles {
+                insights: true,
+                ..Roles::default()
+            }
+        );
         assert!(Roles::parse("api,web").is_err());
         assert!(Roles::parse("").is_err());
-        assert!(Roles::parse("insights")
-            .unwrap_err()
-            .contains("not available"));
     }
 
     #[test]

@@ -26,10 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process on the local services (creates the database and streams).
     Dev,
-    /// Run a set of roles: api, projector, ml (insights arrives later).
+    /// Run a set of roles: api, projector, insights, ml.
     Serve {
         /// Comma-separated roles.
-        #[arg(long, default_value = "api,projector,ml")]
+        #[arg(long, default_value = "api,projector,insights,ml")]
         roles: String,
     },
     /// Create the database if missing and apply the migrations.
@@ -207,6 +207,12 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let report =
                 projections::erasure::erase_user(&pool, &store, &user, Duration::from_secs(10))
                     .await?;
+            // Their cached insights go too (and would expire with the TTL otherwise).
+            let redis = redis::Client::open(settings.redis_url.expose())
+                .context("REDIS_URL is not a valid Redis URL")?;
+            if let Err(error) = app::insights_cache(&settings, &redis).forget(&user).await {
+                eprintln!("note: could not drop the user's cached insights ({error}); they expire within TASKMASTER_INSIGHTS_TTL_SECS");
+            }
             println!(
                 "erased user {user}: {} event(s) purged from the log, {} task row(s) and {} dead letter(s) deleted",
                 report.events, report.task_rows, report.dead_letters
@@ -250,7 +256,9 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
     );
     let url = format!("http://{address}");
     println!();
-    println!("  taskmaster is running at {url}   (api + projector + ml, Ctrl-C to stop)");
+    println!(
+        "  taskmaster is running at {url}   (api + projector + insights + ml, Ctrl-C to stop)"
+    );
     println!();
     println!("  token for user dev-user (24 h):");
     println!("    export TOKEN={token}");
@@ -260,6 +268,7 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
         "    curl -s -X POST {url}/v1/tasks -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"title\":\"Try taskmaster\",\"priority\":\"high\",\"estimate_minutes\":15}}'"
     );
     println!("    curl -s {url}/v1/tasks -H \"Authorization: Bearer $TOKEN\"");
+    println!("    curl -si {url}/v1/insights -H \"Authorization: Bearer $TOKEN\"");
     println!();
     println!(
         "  OpenAPI: {url}/openapi.json   metrics: {url}/metrics   readiness: {url}/health/ready"

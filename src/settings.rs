@@ -12,6 +12,12 @@ use telemetry::LogFormat;
 /// The JWT secret used when none is configured. Fine on a laptop, refused in production.
 pub const DEV_JWT_SECRET: &str = "taskmaster-development-secret-change-me-in-production";
 
+/// Longest insights TTL accepted: a week. Beyond that, numbers that move with the clock
+/// (overdue, streak, windows) would be served stale for too long after a missed refresh.
+pub const MAX_INSIGHTS_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Longest insights debounce accepted: a minute, so a refresh is never put off for long.
+pub const MAX_INSIGHTS_DEBOUNCE_MS: u64 = 60_000;
+
 /// A secret value that never prints.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -88,6 +94,12 @@ pub struct Settings {
     /// `TASKMASTER_ML_RETRAIN_INTERVAL_SECS` (default 3600): when the ml role retrains;
     /// `TASKMASTER_ML_HOLDOUT` (default 0.2): the newest share of completions held out.
     pub ml: ml::WorkerOptions,
+    /// `TASKMASTER_INSIGHTS_TTL_SECS`: how long cached insights live in Redis; bounds how stale
+    /// a value can be when a refresh was missed, and the drift of time-based numbers.
+    pub insights_ttl: Duration,
+    /// `TASKMASTER_INSIGHTS_DEBOUNCE_MS`: quiet time after a user's last event before the
+    /// insights worker refreshes their cached insights (a burst gives one refresh).
+    pub insights_debounce: Duration,
     /// `TASKMASTER_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -210,9 +222,37 @@ impl Settings {
                 message: "TASKMASTER_ML_RETRAIN_AFTER and TASKMASTER_ML_RETRAIN_INTERVAL_SECS must be positive".into(),
             });
         }
+        let insights_ttl_secs: u64 = parse(
+            "TASKMASTER_INSIGHTS_TTL_SECS",
+            get("TASKMASTER_INSIGHTS_TTL_SECS"),
+            3_600,
+        )?;
+        if !(1..=MAX_INSIGHTS_TTL_SECS).contains(&insights_ttl_secs) {
+            return Err(SettingsError {
+                variable: "TASKMASTER_INSIGHTS_TTL_SECS",
+                message: format!(
+                    "must be between 1 and {MAX_INSIGHTS_TTL_SECS} (a week), not {insights_ttl_secs}"
+                ),
+            });
+        }
+        let insights_debounce_ms: u64 = parse(
+            "TASKMASTER_INSIGHTS_DEBOUNCE_MS",
+            get("TASKMASTER_INSIGHTS_DEBOUNCE_MS"),
+            1_000,
+        )?;
+        if insights_debounce_ms > MAX_INSIGHTS_DEBOUNCE_MS {
+            return Err(SettingsError {
+                variable: "TASKMASTER_INSIGHTS_DEBOUNCE_MS",
+                message: format!(
+                    "must be at most {MAX_INSIGHTS_DEBOUNCE_MS} (a minute), not {insights_debounce_ms}"
+                ),
+            });
+        }
         Ok(Settings {
             environment,
             ml,
+            insights_ttl: Duration::from_secs(insights_ttl_secs),
+            insights_debounce: Duration::from_millis(insights_debounce_ms),
             projection_partitions,
             projection_lease_ttl: Duration::from_millis(lease_ttl_ms),
             http_addr: parse(
@@ -284,6 +324,32 @@ mod tests {
         assert_eq!(s.nats_prefix, "");
         assert_eq!(s.projection_partitions, 8);
         assert_eq!(s.projection_lease_ttl, Duration::from_secs(5));
+        assert_eq!(s.insights_ttl, Duration::from_secs(3600));
+        assert_eq!(s.insights_debounce, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn insights_ttl_and_debounce_are_read_and_bounded() {
+        let s = settings(&[
+            ("TASKMASTER_INSIGHTS_TTL_SECS", "60"),
+            ("TASKMASTER_INSIGHTS_DEBOUNCE_MS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.insights_ttl, Duration::from_secs(60));
+        assert_eq!(s.insights_debounce, Duration::ZERO);
+        for (variable, value) in [
+            ("TASKMASTER_INSIGHTS_TTL_SECS", "0"),
+            ("TASKMASTER_INSIGHTS_TTL_SECS", "604801"),
+            ("TASKMASTER_INSIGHTS_TTL_SECS", "an hour"),
+            ("TASKMASTER_INSIGHTS_DEBOUNCE_MS", "60001"),
+            ("TASKMASTER_INSIGHTS_DEBOUNCE_MS", "-1"),
+        ] {
+            assert_eq!(
+                settings(&[(variable, value)]).unwrap_err().variable,
+                variable,
+                "{value}"
+            );
+        }
     }
 
     #[test]

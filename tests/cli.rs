@@ -358,7 +358,10 @@ fn ml_eval_scores_the_story_point_sample_against_its_baselines() {
         eprintln!("skipping: {csv} not found");
         return;
     }
-    let output = taskmaster().args(["ml", "eval", "--csv", csv]).output().unwrap();
+    let output = taskmaster()
+        .args(["ml", "eval", "--csv", csv])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -382,7 +385,11 @@ fn ml_eval_refuses_a_file_without_the_expected_columns_in_one_line() {
     let dir = std::env::temp_dir().join(testkit::unique_token());
     std::fs::create_dir_all(&dir).unwrap();
     for (name, content, message) in [
-        ("columns.csv", "key,title\nA-1,x\n", "no column \"issuekey\""),
+        (
+            "columns.csv",
+            "key,title\nA-1,x\n",
+            "no column \"issuekey\"",
+        ),
         (
             "label.csv",
             "issuekey,title,description,storypoint,split_mark\nA-1,x,,many,train\n",
@@ -410,7 +417,10 @@ fn ml_eval_refuses_a_file_without_the_expected_columns_in_one_line() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert_eq!(String::from_utf8(missing.stderr).unwrap().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8(missing.stderr).unwrap().lines().count(),
+        1
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -467,7 +477,12 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
         let create = TaskCommand::Create(CreateTask {
             task_id: task,
             owner: owner.clone(),
-            title: TaskTitle::parse(if i % 2 == 0 { "Write report" } else { "Fix bug" }).unwrap(),
+            title: TaskTitle::parse(if i % 2 == 0 {
+                "Write report"
+            } else {
+                "Fix bug"
+            })
+            .unwrap(),
             description: None,
             priority: Some(domain::Priority::Medium),
             due_at: None,
@@ -477,10 +492,18 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
             at,
         });
         let complete = TaskCommand::Complete(CompleteTask {
-            actual_minutes: Some(EffortMinutes::parse(if i % 2 == 0 { 60 } else { 30 }, "actual").unwrap()),
+            actual_minutes: Some(
+                EffortMinutes::parse(if i % 2 == 0 { 60 } else { 30 }, "actual").unwrap(),
+            ),
             at,
         });
-        store.execute(&owner, task, &create, None, &meta()).await.unwrap();
-        store.execute(&owner, task, &complete, None, &meta()).await.unwrap();
+        store
+            .execute(&owner, task, &create, None, &meta())
+            .await
+            .unwrap();
+        store
+            .execute(&owner, task, &complete, None, &meta())
+            .await
+            .unwrap();
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{problem, TestApp};
+use common::TestApp;
 use serde_json::Value;
 
 #[tokio::test]
@@ -52,30 +52,6 @@ async fn metrics_count_requests_commands_and_the_projection() {
         r#"taskmaster_projection_lag_events{projection="tasks"}"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
-    }
-}
-
-#[tokio::test]
-async fn the_pending_endpoints_answer_501_and_still_require_a_token() {
-    let app = TestApp::spawn().await;
-    let token = app.token("ken");
-    for (method, path) in [("GET", "/v1/insights")] {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let anonymous = app
-            .http
-            .request(method.clone(), app.url(path))
-            .send()
-            .await
-            .unwrap();
-        problem(anonymous, 401).await;
-        let answer = app
-            .http
-            .request(method, app.url(path))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        problem(answer, 501).await;
     }
 }
 

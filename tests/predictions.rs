@@ -56,7 +56,8 @@ async fn prediction_from(app: &TestApp, token: &str, draft: Value, version: u64)
 async fn completions_train_a_model_whose_predictions_the_api_serves_and_hot_swaps() {
     let app = TestApp::spawn_with(&[("TASKMASTER_ML_RETRAIN_AFTER", "10")]).await;
     let token = app.token("nina");
-    let report = json!({"title": "Write the weekly report", "estimate_minutes": 60, "tags": ["writing"]});
+    let report =
+        json!({"title": "Write the weekly report", "estimate_minutes": 60, "tags": ["writing"]});
     let bug = json!({"title": "Fix the login bug", "estimate_minutes": 30, "tags": ["bug"]});
 
     // Before any model: a clear 503, never a made-up number; and bad drafts are refused.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 use taskmaster::{Application, Roles, Settings};
-use testkit::{NatsScope, TestDatabase};
+use testkit::{NatsScope, RedisKeys, TestDatabase};
 use tokio::sync::oneshot;
 
 /// The `taskmaster` binary, pointed at a database and a NATS prefix.
@@ -32,6 +32,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDatabase,
     _nats: NatsScope,
+    /// The insights the instance cached in the shared Redis, removed afterwards.
+    _redis: RedisKeys,
 }
 
 pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)]) -> Settings {
@@ -76,6 +78,7 @@ impl TestApp {
             prefix: nats.prefix.clone(),
             stop: Some(stop),
             server: Some(server),
+            _redis: RedisKeys::new(&nats.prefix),
             _db: db,
             _nats: nats,
         }

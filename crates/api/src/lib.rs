@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
+//! - [`insights`]: the caller's productivity insights, cached in Redis, never failing on it.
 //! - [`live`]: the user's events as server-sent events.
-//! - [`pending`]: endpoints of the contract that later releases fill in (501 until then).
 //! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
 //! - [`auth`]: bearer JWT verification and minting of development tokens.
@@ -19,10 +19,10 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod insights;
 pub mod live;
 pub mod middleware;
 pub mod ops;
-pub mod pending;
 pub mod predictions;
 pub mod problem;
 pub mod state;
@@ -84,8 +84,8 @@ impl utoipa::Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tasks::router())
+        .merge(insights::router())
         .merge(live::router())
-        .merge(pending::router())
         .merge(predictions::router())
 }
 

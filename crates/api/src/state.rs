@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use eventstore::EventStore;
+use insights::InsightsService;
 use projections::PositionWatch;
 use sqlx::PgPool;
 use telemetry::Metrics;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub read_pool: PgPool,
     /// The read model's position, for `Tm-Min-Position`.
     pub positions: PositionWatch,
+    /// Insights: the Redis cache in front of the computation from the read model.
+    pub insights: Arc<InsightsService>,
     /// Bearer token verification.
     pub verifier: Arc<TokenVerifier>,
     /// Metrics of the process.

@@ -515,7 +515,13 @@ mod tests {
     use super::*;
     use crate::features::{feature_row, text_vector, TaskInput};
 
-    fn example(position: u64, owner: &str, title: &str, estimate: u32, actual: u32) -> EffortExample {
+    fn example(
+        position: u64,
+        owner: &str,
+        title: &str,
+        estimate: u32,
+        actual: u32,
+    ) -> EffortExample {
         let input = TaskInput {
             title: title.into(),
             description: None,

@@ -14,7 +14,12 @@ fn trained_model() -> Model {
     let mut set = TrainingSet::default();
     for i in 0..60u64 {
         let input = TaskInput {
-            title: if i % 2 == 0 { "Write the report" } else { "Fix the bug" }.into(),
+            title: if i % 2 == 0 {
+                "Write the report"
+            } else {
+                "Fix the bug"
+            }
+            .into(),
             description: None,
             tags: vec![],
             priority: None,
@@ -71,7 +76,13 @@ async fn published_versions_round_trip_and_a_follower_swaps_to_each() {
     assert_eq!(first.version, 1);
     assert_eq!(first.object, "model-v1");
     let loaded = registry.load(1).await.unwrap();
-    assert_eq!(loaded, Model { version: 1, ..model.clone() });
+    assert_eq!(
+        loaded,
+        Model {
+            version: 1,
+            ..model.clone()
+        }
+    );
     served_version(&serving, 1).await;
 
     let second = registry.publish(model).await.unwrap();

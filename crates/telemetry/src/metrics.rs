@@ -46,6 +46,15 @@ pub struct ProjectionLabels {
     pub projection: &'static str,
 }
 
+/// Labels of an insights counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InsightsLabels {
+    /// Cache requests: `hit`, `miss` or `bypass` (Redis failed). Refreshes: `stored`,
+    /// `superseded` (the cache held a later position), `cache_unavailable`,
+    /// `read_model_behind` or `failed`.
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.1 ms .. ~3.3 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -71,6 +80,13 @@ pub struct Metrics {
     pub projection_dead_letters: Family<ProjectionLabels, Counter>,
     /// Duration of each projection batch transaction.
     pub projection_batch_duration: Family<ProjectionLabels, Histogram>,
+    /// Insights requests by where the answer came from: the cache (`hit`), computed and cached
+    /// (`miss`), or computed without the cache because Redis failed (`bypass`).
+    pub insights_cache_requests: Family<InsightsLabels, Counter>,
+    /// Refreshes of cached insights by the insights worker, by outcome.
+    pub insights_refreshes: Family<InsightsLabels, Counter>,
+    /// Time to compute one user's insights from the read model.
+    pub insights_compute_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -130,6 +146,24 @@ impl Metrics {
             "Duration of a projection batch transaction",
             projection_batch_duration.clone(),
         );
+        let insights_cache_requests = Family::<InsightsLabels, Counter>::default();
+        let insights_refreshes = Family::<InsightsLabels, Counter>::default();
+        let insights_compute_duration = latency_histogram();
+        registry.register(
+            "insights_cache_requests",
+            "Insights requests by cache outcome: hit, miss, or bypass (Redis failed)",
+            insights_cache_requests.clone(),
+        );
+        registry.register(
+            "insights_refreshes",
+            "Refreshes of cached insights by the insights worker, by outcome",
+            insights_refreshes.clone(),
+        );
+        registry.register(
+            "insights_compute_duration_seconds",
+            "Time to compute one user's insights from the read model",
+            insights_compute_duration.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -140,6 +174,9 @@ impl Metrics {
             projection_events,
             projection_dead_letters,
             projection_batch_duration,
+            insights_cache_requests,
+            insights_refreshes,
+            insights_compute_duration,
         }
     }
 
@@ -172,6 +209,10 @@ mod tests {
                 projection: "tasks",
             })
             .set(7);
+        metrics
+            .insights_cache_requests
+            .get_or_create(&InsightsLabels { outcome: "bypass" })
+            .inc();
         let text = metrics.encode();
         assert!(
             text.contains(
@@ -181,6 +222,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"taskmaster_projection_position{projection="tasks"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"taskmaster_insights_cache_requests_total{outcome="bypass"} 1"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

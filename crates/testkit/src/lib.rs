@@ -1,8 +1,8 @@
 //! Test isolation on the machine's shared services.
 //!
 //! Tests run in parallel against one Postgres, one NATS and one Redis, so each test gets its
-//! own database ([`TestDatabase`]) and its own name prefix ([`NatsScope`]), and both are removed
-//! when the guard drops, also when the test fails. Cleanup runs on a separate thread with its
+//! own database ([`TestDatabase`]) and its own name prefix ([`NatsScope`], whose Redis keys
+//! [`RedisKeys`] removes), and all are removed when the guard drops, also when the test fails. Cleanup runs on a separate thread with its
 //! own runtime so it works from `Drop` inside `#[tokio::test]`.
 //!
 //! The services are found through the same variables the application reads (`DATABASE_URL`'s
@@ -155,6 +155,48 @@ impl Drop for NatsScope {
                 if ours {
                     let _ = jetstream.delete_stream(&name).await;
                 }
+            }
+        });
+    }
+}
+
+/// The Redis keys an application writes under a prefix (`taskmaster:<prefix>:…`), deleted when
+/// the guard drops, so tests sharing one Redis leave nothing behind.
+#[derive(Debug)]
+pub struct RedisKeys {
+    /// The prefix (the test's `TASKMASTER_NATS_PREFIX`).
+    pub prefix: String,
+}
+
+impl RedisKeys {
+    /// Guards the keys of `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let pattern = format!("taskmaster:{}:*", self.prefix);
+        run_detached(async move {
+            let Ok(client) = redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut connection)
+                    .await;
             }
         });
     }

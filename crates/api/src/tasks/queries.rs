@@ -17,7 +17,7 @@ use crate::tasks::commands::task_id;
 use crate::tasks::dto::{HistoryEvent, TaskHistory, TaskList, TaskResponse};
 
 /// Waits for the read model to reach the client's `Tm-Min-Position`, or answers 504.
-async fn wait_for_position(state: &AppState, min: MinPosition) -> Result<(), ApiError> {
+pub(crate) async fn wait_for_position(state: &AppState, min: MinPosition) -> Result<(), ApiError> {
     if let MinPosition(Some(requested)) = min {
         state
             .positions
