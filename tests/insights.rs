@@ -108,28 +108,6 @@ async fn app_on(redis: &RedisServer, extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&vars).await
 }
 
-/// Creates a task and completes it; returns the completion's position.
-async fn complete_one(app: &TestApp, token: &str, body: Value, actual_minutes: u32) -> u64 {
-    let created = app.create(token, body).await;
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = app
-        .http
-        .post(app.url(&format!("/v1/tasks/{id}/complete")))
-        .bearer_auth(token)
-        .json(&json!({ "actual_minutes": actual_minutes }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 200);
-    done.json::<Value>().await.unwrap()["position"]
-        .as_u64()
-        .unwrap()
-}
-
 /// `GET /v1/insights`: asserts 200 and returns the `Tm-Cache` header and the body.
 async fn insights(app: &TestApp, token: &str, min_position: Option<u64>) -> (String, Value) {
     let mut request = app.http.get(app.url("/v1/insights")).bearer_auth(token);
@@ -193,8 +171,8 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     assert_eq!(again["computed_at"], empty["computed_at"]);
 
     // New completions: the worker refreshes the cached value, no TTL involved.
-    complete_one(&app, &token, task("one"), 60).await;
-    complete_one(&app, &token, task("two"), 60).await;
+    app.create_and_complete(&token, task("one"), 60).await;
+    app.create_and_complete(&token, task("two"), 60).await;
     let (_, refreshed) = eventually(&app, &token, Duration::from_secs(10), |cache, body| {
         cache == "hit" && completed_30d(body) == 2
     })
@@ -202,7 +180,7 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     assert_eq!(refreshed["estimation"]["overall"]["samples"], 2);
 
     // Reading your own write: a cached value older than Tm-Min-Position is not served.
-    let position = complete_one(&app, &token, task("three"), 60).await;
+    let position = app.create_and_complete(&token, task("three"), 60).await;
     let (_, fresh) = insights(&app, &token, Some(position)).await;
     assert_eq!(completed_30d(&fresh), 3);
     assert!(fresh["position"].as_u64().unwrap() >= position);
@@ -228,7 +206,7 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
         assert_eq!(completed_30d(&body), 3);
     }
     // Writes go on; the numbers from Postgres include them.
-    let position = complete_one(&app, &token, task("four"), 90).await;
+    let position = app.create_and_complete(&token, task("four"), 90).await;
     let started = Instant::now();
     let (cache, body) = insights(&app, &token, Some(position)).await;
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -247,7 +225,7 @@ async fn insights_are_cached_refreshed_by_events_and_answered_from_postgres_whil
     assert_eq!(completed_30d(&cached), 4);
 
     // The worker survived the outage and refreshes again.
-    complete_one(&app, &token, task("five"), 60).await;
+    app.create_and_complete(&token, task("five"), 60).await;
     eventually(&app, &token, Duration::from_secs(10), |cache, body| {
         cache == "hit" && completed_30d(body) == 5
     })
@@ -264,7 +242,7 @@ async fn a_users_insights_never_include_another_users_tasks() {
     // Alice: five bugs that each took 40% longer than estimated.
     for i in 0..5 {
         let bug = json!({ "title": format!("bug {i}"), "estimate_minutes": 60, "tags": ["bug"] });
-        complete_one(&app, &alice, bug, 84).await;
+        app.create_and_complete(&alice, bug, 84).await;
     }
     // Bob: one task in progress, one open and overdue.
     let (started, _, _) = app.create_ok(&bob, "started").await;
@@ -326,7 +304,7 @@ async fn insights_answer_even_when_redis_is_down_at_start_and_cache_once_it_come
     let mut redis = RedisServer::reserve();
     let app = app_on(&redis, &[]).await;
     let token = app.token("carol");
-    let position = complete_one(&app, &token, task("done"), 30).await;
+    let position = app.create_and_complete(&token, task("done"), 30).await;
     let (cache, body) = insights(&app, &token, Some(position)).await;
     assert_eq!(cache, "bypass");
     assert_eq!(completed_30d(&body), 1);
@@ -404,7 +382,7 @@ async fn erasing_a_user_drops_their_cached_insights() {
     let redis = RedisServer::start();
     let app = app_on(&redis, &[]).await;
     let token = app.token("erin");
-    let position = complete_one(&app, &token, task("mine"), 10).await;
+    let position = app.create_and_complete(&token, task("mine"), 10).await;
     let (_, body) = insights(&app, &token, Some(position)).await;
     assert_eq!(completed_30d(&body), 1);
     let key = format!("taskmaster:{}:insights:v1:erin", app.prefix);

@@ -9,20 +9,6 @@ use std::time::{Duration, Instant};
 use common::{problem, TestApp};
 use serde_json::{json, Value};
 
-async fn complete(app: &TestApp, token: &str, id: &str, minutes: u64) -> u64 {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/tasks/{id}/complete")))
-        .bearer_auth(token)
-        .json(&json!({ "actual_minutes": minutes }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["position"].as_u64().unwrap()
-}
-
 async fn predict(app: &TestApp, token: &str, draft: Value) -> reqwest::Response {
     app.http
         .post(app.url("/v1/predictions"))
@@ -81,8 +67,7 @@ async fn completions_train_a_model_whose_predictions_the_api_serves_and_hot_swap
         } else {
             (bug.clone(), 30)
         };
-        let created: Value = app.create(&token, draft).await.json().await.unwrap();
-        complete(&app, &token, created["id"].as_str().unwrap(), actual).await;
+        app.create_and_complete(&token, draft, actual).await;
     }
     let (open, _, position) = app.create_ok(&token, "Write the monthly report").await;
 

@@ -130,6 +130,29 @@ impl TestApp {
         )
     }
 
+    /// Creates a task from `body`, completes it with `actual_minutes`, and returns the
+    /// completion's position.
+    pub async fn create_and_complete(&self, token: &str, body: Value, actual_minutes: u32) -> u64 {
+        let created = self.create(token, body).await;
+        assert_eq!(created.status(), 201);
+        let id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let done = self
+            .http
+            .post(self.url(&format!("/v1/tasks/{id}/complete")))
+            .bearer_auth(token)
+            .json(&json!({ "actual_minutes": actual_minutes }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 200);
+        done.json::<Value>().await.unwrap()["position"]
+            .as_u64()
+            .unwrap()
+    }
+
     pub async fn get_task(&self, token: &str, id: &str, min_position: u64) -> reqwest::Response {
         self.http
             .get(self.url(&format!("/v1/tasks/{id}")))

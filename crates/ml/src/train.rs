@@ -18,8 +18,8 @@ use eventstore::RecordedEvent;
 use crate::dataset::{EffortExample, History, Observed, PriorityExample};
 use crate::features::{dense::WIDTH, priority_index, OwnerHistory};
 use crate::model::{
-    personal_correction_from, snap, EffortMetrics, EffortModel, EffortParams, Model,
-    PastCompletion, PriorityMetrics, PriorityModel, RECENT_PER_OWNER,
+    snap, EffortMetrics, EffortModel, EffortParams, Model, PastCompletion, PriorityMetrics,
+    PriorityModel, RECENT_PER_OWNER,
 };
 use crate::normal::NormalEquations;
 use crate::MlError;
@@ -316,35 +316,109 @@ pub fn effort_metrics(training: &[u32], actual: &[u32], predicted: &[u32]) -> Ef
 /// enough that the grid costs seconds at a million events.
 const TUNING_CASES: usize = 3000;
 
-/// A held-out completion prepared for scoring under one ridge fit.
-struct Case<'a> {
-    past: &'a [PastCompletion],
-    similarities: Vec<f32>,
+/// One vote of a held-out completion's personal correction, precomputed for the grid.
+struct Vote {
+    residual: f64,
+    similarity: f64,
+    /// Its rank by similarity (as [`crate::model::personal_correction_from`] orders them); `usize::MAX`
+    /// when not similar at all (never among the k nearest).
+    rank: usize,
+    /// The recency decay under each of [`HALF_LIVES`].
+    decays: [f64; HALF_LIVES.len()],
+    /// The "no correction" vote, whose weight is a setting.
+    prior: bool,
+}
+
+/// A held-out completion prepared for scoring under one ridge fit: the votes sorted by
+/// residual once, so each setting of the grid costs two linear scans instead of two sorts.
+struct Case {
+    votes: Vec<Vote>,
     base: f64,
 }
 
-fn cases<'a>(
+fn cases(
     held: &[EffortExample],
-    recent: &'a HashMap<String, Vec<PastCompletion>>,
+    recent: &HashMap<String, Vec<PastCompletion>>,
     weights: &[f32],
-) -> Vec<Case<'a>> {
+) -> Vec<Case> {
     held.iter()
         .map(|e| {
             let past = recent.get(e.owner.as_str()).map_or(&[][..], Vec::as_slice);
+            let similarities: Vec<f32> = past.iter().map(|p| p.text.dot(&e.text)).collect();
+            let mut by_similarity: Vec<usize> =
+                (0..past.len()).filter(|&i| similarities[i] > 0.0).collect();
+            by_similarity.sort_unstable_by(|&a, &b| {
+                similarities[b].total_cmp(&similarities[a]).then(b.cmp(&a))
+            });
+            let mut rank = vec![usize::MAX; past.len()];
+            for (position, &i) in by_similarity.iter().enumerate() {
+                rank[i] = position;
+            }
+            let newest = past.len().saturating_sub(1);
+            let mut votes: Vec<Vote> = past
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let age = (newest - i) as f64;
+                    Vote {
+                        residual: f64::from(p.residual),
+                        similarity: f64::from(similarities[i]),
+                        rank: rank[i],
+                        decays: HALF_LIVES.map(|h| h.map_or(1.0, |h| 0.5f64.powf(age / h))),
+                        prior: false,
+                    }
+                })
+                .collect();
+            votes.push(Vote {
+                residual: 0.0,
+                similarity: 0.0,
+                rank: 0,
+                decays: [1.0; HALF_LIVES.len()],
+                prior: true,
+            });
+            votes.sort_unstable_by(|a, b| a.residual.total_cmp(&b.residual));
             Case {
-                past,
-                similarities: past.iter().map(|p| p.text.dot(&e.text)).collect(),
+                votes,
                 base: f64::from(e.row.dot_dense(weights)),
             }
         })
         .collect()
 }
 
-fn predict_cases(cases: &[Case<'_>], params: &EffortParams, labels: Option<&[u32]>) -> Vec<u32> {
+/// The same weighted median as [`crate::model::personal_correction_from`], over presorted votes.
+fn tuned_correction(case: &Case, params: &EffortParams, half_life: usize) -> f64 {
+    let weight = |vote: &Vote| {
+        if vote.prior {
+            params.prior_weight
+        } else if params.similarity_floor > 0.0 {
+            (vote.similarity + params.similarity_floor) * vote.decays[half_life]
+        } else if vote.rank < params.neighbours {
+            vote.similarity * vote.decays[half_life]
+        } else {
+            0.0
+        }
+    };
+    let total: f64 = case.votes.iter().map(weight).sum();
+    let mut cumulative = 0.0;
+    for vote in &case.votes {
+        cumulative += weight(vote);
+        if cumulative >= total / 2.0 {
+            return vote.residual;
+        }
+    }
+    0.0
+}
+
+fn predict_cases(
+    cases: &[Case],
+    params: &EffortParams,
+    half_life: usize,
+    labels: Option<&[u32]>,
+) -> Vec<u32> {
     cases
         .iter()
         .map(|case| {
-            let correction = personal_correction_from(case.past, &case.similarities, params);
+            let correction = tuned_correction(case, params, half_life);
             snap((case.base + correction).exp().clamp(1.0, 100_000.0), labels)
         })
         .collect()
@@ -370,7 +444,7 @@ fn tune_effort(
         let recent = recent_completions(fit, &weights);
         let cases = cases(tuning, &recent, &weights);
         for prior_weight in PRIOR_WEIGHTS {
-            for half_life in HALF_LIVES {
+            for (half_life_index, half_life) in HALF_LIVES.into_iter().enumerate() {
                 for (neighbours, similarity_floor) in VOTERS {
                     let params = EffortParams {
                         lambda,
@@ -379,7 +453,8 @@ fn tune_effort(
                         similarity_floor,
                         prior_weight,
                     };
-                    let predicted = predict_cases(&cases, &params, labels.as_deref());
+                    let predicted =
+                        predict_cases(&cases, &params, half_life_index, labels.as_deref());
                     let mae = effort_metrics(&[], &tuning_actual, &predicted).mae;
                     if chosen.as_ref().is_none_or(|(b, _)| mae < *b) {
                         chosen = Some((mae, params));
@@ -391,9 +466,19 @@ fn tune_effort(
     let Some((_, params)) = chosen else {
         return Err(MlError::Training("no setting to try".into()));
     };
+    // The chosen setting's predictions for the whole holdout, through the serving path.
     let weights = equations.solve(params.lambda)?.remove(0);
     let recent = recent_completions(fit, &weights);
-    let predicted = predict_cases(&cases(held, &recent, &weights), &params, labels.as_deref());
+    let serving = EffortModel {
+        weights,
+        params,
+        labels: labels.clone(),
+        recent,
+    };
+    let predicted: Vec<u32> = held
+        .iter()
+        .map(|e| serving.predict_row(e.owner.as_str(), &e.row, &e.text))
+        .collect();
     let actual: Vec<u32> = held.iter().map(|e| e.actual_minutes).collect();
     let training: Vec<u32> = fit.iter().map(|e| e.actual_minutes).collect();
     Ok((
@@ -630,5 +715,72 @@ mod tests {
         assert_eq!(metrics.median_baseline_mae, 1.0);
         // random guessing: E|2 − {1,2,3}| = 2/3, E|4 − {1,2,3}| = 2 → 4/3
         assert!((metrics.sa - (1.0 - 1.0 / (4.0 / 3.0)) * 100.0).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod tuning_tests {
+    use super::*;
+    use crate::features::{feature_row, text_vector, TaskInput};
+    use crate::model::personal_correction_from;
+
+    #[test]
+    fn the_presorted_grid_path_gives_exactly_the_serving_paths_correction() {
+        // given an owner's varied history and a ridge fit
+        let titles = [
+            "Write the report",
+            "Fix the bug",
+            "Fix the report",
+            "Plan the week",
+            "Review the bug fix",
+        ];
+        let examples: Vec<EffortExample> = (0..60u64)
+            .map(|i| {
+                let input = TaskInput {
+                    title: titles[(i % 5) as usize].into(),
+                    description: None,
+                    tags: vec![],
+                    priority: None,
+                    estimate_minutes: Some(30),
+                    due_at: None,
+                    created_at: chrono::DateTime::UNIX_EPOCH,
+                };
+                let text = text_vector(&input);
+                EffortExample {
+                    position: i + 1,
+                    owner: domain::FromTrusted::from_trusted("ann".to_owned()),
+                    row: feature_row(&input, &text, &OwnerHistory::default()),
+                    text,
+                    actual_minutes: 10 + ((i * 37) % 90) as u32,
+                }
+            })
+            .collect();
+        let (fit, held) = examples.split_at(45);
+        let weights = effort_equations(fit).solve(3.0).unwrap().remove(0);
+        let recent = recent_completions(fit, &weights);
+        let past = &recent["ann"];
+        let prepared = cases(held, &recent, &weights);
+        // then every setting of the grid corrects every case as the serving path does
+        for (case, example) in prepared.iter().zip(held) {
+            let similarities: Vec<f32> = past.iter().map(|p| p.text.dot(&example.text)).collect();
+            for prior_weight in PRIOR_WEIGHTS {
+                for (h, half_life) in HALF_LIVES.into_iter().enumerate() {
+                    for (neighbours, similarity_floor) in VOTERS {
+                        let params = EffortParams {
+                            lambda: 3.0,
+                            half_life,
+                            neighbours,
+                            similarity_floor,
+                            prior_weight,
+                        };
+                        assert_eq!(
+                            tuned_correction(case, &params, h),
+                            personal_correction_from(past, &similarities, &params),
+                            "{params:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
