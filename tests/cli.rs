@@ -338,13 +338,14 @@ fn replay_rebuilds_what_verify_found_wrong_with_progress_lines_off_a_terminal() 
     );
     assert!(run(&["verify"]).status.success());
 
-    for (projection, message) in [("bogus", "error: unknown projection \"bogus\"")] {
-        let refused = run(&["replay", projection]);
-        assert!(!refused.status.success());
-        let stderr = String::from_utf8(refused.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with(message), "{stderr}");
-    }
+    let refused = run(&["replay", "bogus"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: unknown projection \"bogus\""),
+        "{stderr}"
+    );
 }
 
 #[test]
