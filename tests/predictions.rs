@@ -48,8 +48,10 @@ async fn completions_train_a_model_whose_predictions_the_api_serves_and_hot_swap
 
     // Before any model: a clear 503, never a made-up number; and bad drafts are refused.
     let none = predict(&app, &token, report.clone()).await;
+    assert_eq!(none.headers()["retry-after"], "60");
     let body = problem(none, 503).await;
-    assert!(body["detail"].as_str().unwrap().contains("model"));
+    assert_eq!(body["type"], "/problems/no-model-yet");
+    assert!(body["detail"].as_str().unwrap().contains("completed"));
     problem(predict(&app, &token, json!({"title": ""})).await, 422).await;
     let anonymous = app
         .http

@@ -70,10 +70,7 @@ pub async fn predict_draft(
     JsonBody(body): JsonBody<CreateTaskRequest>,
 ) -> Result<Json<PredictionResponse>, ApiError> {
     let draft = body.validate()?;
-    let model = state.models.get().ok_or(ApiError::Unavailable {
-        dependency: "model",
-        cause: "no model version has been published yet".into(),
-    })?;
+    let model = state.models.get().ok_or(ApiError::NoModelYet)?;
     let input = ml::TaskInput {
         title: draft.title.as_str().to_owned(),
         description: draft.description.as_ref().map(|d| d.as_str().to_owned()),

@@ -96,9 +96,9 @@ pub enum ApiError {
     /// 422: fields that fail validation.
     #[error("invalid fields")]
     Validation(Vec<InvalidField>),
-    /// 501: the endpoint is part of the contract but not built yet.
-    #[error("not implemented: {0}")]
-    NotImplemented(&'static str),
+    /// 503: predictions were asked for before the ml role published a first model.
+    #[error("no model yet")]
+    NoModelYet,
     /// 503: a dependency is down; retry later.
     #[error("{dependency} unavailable: {cause}")]
     Unavailable {
@@ -139,7 +139,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::NoModelYet => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReadModelBehind { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -197,10 +197,12 @@ impl ApiError {
                     )
                 }
             }
-            ApiError::NotImplemented(what) => problem(
-                "not-implemented",
-                "Not implemented yet",
-                format!("{what} is part of the API contract but not available in this release"),
+            ApiError::NoModelYet => problem(
+                "no-model-yet",
+                "No model has been trained yet",
+                "the ml role publishes a first model once tasks have been completed with an \
+                 actual effort; retry later"
+                    .into(),
             ),
             ApiError::Unavailable { dependency, .. } => Problem {
                 dependency: Some(dependency),
@@ -252,6 +254,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable { .. } | ApiError::ReadModelBehind { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::NoModelYet => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             _ => {}
         }
