@@ -260,7 +260,7 @@ impl Application {
         } else {
             None
         };
-        let models = ServingModel::default();
+        let models = ServingModel::with_metrics(metrics.clone());
         let mut store_for_ml = None;
 
         let positions = if roles.api || roles.insights {
@@ -315,7 +315,10 @@ impl Application {
                             .await?,
                     ),
                 };
-                Some(MlWorker::new(store, registry.clone(), settings.ml))
+                Some(
+                    MlWorker::new(store, registry.clone(), settings.ml)
+                        .with_metrics(metrics.clone()),
+                )
             }
             _ => None,
         };

@@ -121,4 +121,21 @@ async fn completions_train_a_model_whose_predictions_the_api_serves_and_hot_swap
     let swapped = prediction_from(&app, &token, report, published.version).await;
     assert_eq!(swapped["model_version"], published.version);
     assert_eq!(swapped["effort_minutes"], first["effort_minutes"]);
+
+    // and /metrics says which version is served, how it did, and that training published
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("taskmaster_model_version {}", published.version)),
+        "{metrics}"
+    );
+    assert!(metrics.contains("taskmaster_model_holdout{metric=\"mae\"}"));
+    assert!(metrics.contains("taskmaster_model_trainings_total{outcome=\"published\"}"));
 }

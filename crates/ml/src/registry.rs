@@ -225,17 +225,43 @@ impl ModelRegistry {
 
 /// The model an API process serves, swapped in place when the pointer moves.
 #[derive(Debug, Clone, Default)]
-pub struct ServingModel(Arc<ArcSwapOption<Model>>);
+pub struct ServingModel {
+    current: Arc<ArcSwapOption<Model>>,
+    metrics: Option<Arc<telemetry::Metrics>>,
+}
 
 impl ServingModel {
+    /// A serving slot that reports the served version and its holdout metrics.
+    pub fn with_metrics(metrics: Arc<telemetry::Metrics>) -> Self {
+        Self {
+            current: Arc::default(),
+            metrics: Some(metrics),
+        }
+    }
+
     /// The model of this moment (`None` before any version was published).
     pub fn get(&self) -> Option<Arc<Model>> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     /// Serves `model` from now on.
     pub fn set(&self, model: Model) {
-        self.0.store(Some(Arc::new(model)));
+        if let Some(metrics) = &self.metrics {
+            metrics.model_version.set(model.version as i64);
+            let m = model.effort_metrics;
+            for (metric, value) in [
+                ("mae", m.mae),
+                ("mdae", m.mdae),
+                ("sa", m.sa),
+                ("median_baseline_mae", m.median_baseline_mae),
+            ] {
+                metrics
+                    .model_holdout
+                    .get_or_create(&telemetry::metrics::ModelMetricLabels { metric })
+                    .set(value);
+            }
+        }
+        self.current.store(Some(Arc::new(model)));
     }
 
     /// Follows the pointer until `shutdown`: loads the current version, then every new one.

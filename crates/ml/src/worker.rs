@@ -70,6 +70,7 @@ pub struct MlWorker {
     store: std::sync::Arc<EventStore>,
     registry: ModelRegistry,
     options: WorkerOptions,
+    metrics: Option<std::sync::Arc<telemetry::Metrics>>,
 }
 
 /// Reads the log from the start up to its current head into a fresh training set; calls
@@ -148,7 +149,14 @@ impl MlWorker {
             store,
             registry,
             options,
+            metrics: None,
         }
+    }
+
+    /// Counts training rounds by outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One full round as `taskmaster replay ml` runs it: replay from the start, train,
@@ -188,6 +196,20 @@ impl MlWorker {
             }
             Err(error) => Err(error),
         };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &report {
+                Ok(RoundReport {
+                    decision: Decision::Published(_),
+                    ..
+                }) => "published",
+                Ok(_) => "kept",
+                Err(_) => "failed",
+            };
+            metrics
+                .model_trainings
+                .get_or_create(&telemetry::metrics::OutcomeLabels { outcome })
+                .inc();
+        }
         Ok((set, report))
     }
 

@@ -87,6 +87,28 @@ pub struct Metrics {
     pub insights_refreshes: Family<InsightsLabels, Counter>,
     /// Time to compute one user's insights from the read model.
     pub insights_compute_duration: Histogram,
+    /// The model version this process serves (0: none yet).
+    pub model_version: Gauge,
+    /// Holdout metrics of the served model: `mae`, `mdae` (minutes), `sa` (%), and the
+    /// `median_baseline_mae` it is compared with.
+    pub model_holdout: Family<ModelMetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Training rounds of the ml role by outcome: `published`, `kept` (the serving version
+    /// stayed) or `failed`.
+    pub model_trainings: Family<OutcomeLabels, Counter>,
+}
+
+/// Labels of a model holdout metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelMetricLabels {
+    /// `mae`, `mdae`, `sa` or `median_baseline_mae`.
+    pub metric: &'static str,
+}
+
+/// Labels of an outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened.
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -164,8 +186,30 @@ impl Metrics {
             "Time to compute one user's insights from the read model",
             insights_compute_duration.clone(),
         );
+        let model_version = Gauge::default();
+        let model_holdout =
+            Family::<ModelMetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let model_trainings = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "model_version",
+            "The model version this process serves (0: none yet)",
+            model_version.clone(),
+        );
+        registry.register(
+            "model_holdout",
+            "Holdout metrics of the served effort model (mae, mdae in minutes, sa in %, median_baseline_mae)",
+            model_holdout.clone(),
+        );
+        registry.register(
+            "model_trainings",
+            "Training rounds of the ml role by outcome: published, kept or failed",
+            model_trainings.clone(),
+        );
         Self {
             registry,
+            model_version,
+            model_holdout,
+            model_trainings,
             http_requests,
             http_duration,
             commands,
