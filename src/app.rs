@@ -279,7 +279,8 @@ impl Application {
                     ..StoreOptions::default()
                 },
             )
-            .await?;
+            .await?
+            .with_metrics(metrics.clone());
             let store = Arc::new(store);
             store_for_ml = Some(store.clone());
             Some(AppState {

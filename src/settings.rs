@@ -104,7 +104,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `RUST_LOG`.
     pub log_filter: String,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go; none when unset.
+    /// Where traces go over OTLP/HTTP: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; none when neither is set, or when `OTEL_SDK_DISABLED=true`
+    /// or `OTEL_TRACES_EXPORTER=none` (the standard switches). The exporter reads the rest of
+    /// the standard `OTEL_EXPORTER_OTLP_*` variables (headers, timeout) itself.
     pub otlp_endpoint: Option<String>,
     /// `OTEL_SERVICE_NAME`.
     pub service_name: String,
@@ -292,10 +295,22 @@ impl Settings {
             )?,
             log_format,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,async_nats=warn".into()),
-            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otlp_endpoint: otlp_endpoint(&get),
             service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| "taskmaster".into()),
         })
     }
+}
+
+/// The OTLP endpoint traces are exported to, if export is on (see [`Settings::otlp_endpoint`]).
+fn otlp_endpoint(get: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || get("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    if disabled {
+        return None;
+    }
+    get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -326,6 +341,28 @@ mod tests {
         assert_eq!(s.projection_lease_ttl, Duration::from_secs(5));
         assert_eq!(s.insights_ttl, Duration::from_secs(3600));
         assert_eq!(s.insights_debounce, Duration::from_secs(1));
+        assert_eq!(s.otlp_endpoint, None);
+    }
+
+    #[test]
+    fn traces_go_to_the_signal_endpoint_first_and_the_standard_switches_turn_export_off() {
+        let endpoint = |vars: &[(&str, &str)]| settings(vars).unwrap().otlp_endpoint;
+        let generic = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        let traces = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://tempo:4318/v1/traces",
+        );
+        assert_eq!(
+            endpoint(&[generic]).as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            endpoint(&[generic, traces]).as_deref(),
+            Some("http://tempo:4318/v1/traces")
+        );
+        assert_eq!(endpoint(&[generic, ("OTEL_SDK_DISABLED", "TRUE")]), None);
+        assert_eq!(endpoint(&[generic, ("OTEL_TRACES_EXPORTER", "none")]), None);
+        assert_eq!(endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), None);
     }
 
     #[test]

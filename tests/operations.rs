@@ -49,9 +49,43 @@ async fn metrics_count_requests_commands_and_the_projection() {
         r#"taskmaster_http_requests_total{method="POST",route="/v1/tasks",status="201"} 1"#,
         r#"taskmaster_http_request_duration_seconds_count{method="GET",route="/v1/tasks/{id}"} 1"#,
         r#"taskmaster_projection_position{projection="tasks"}"#,
-        r#"taskmaster_projection_lag_events{projection="tasks"}"#,
+        r#"taskmaster_eventstore_append_duration_seconds_count{outcome="appended"} 1"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    // Sampled ones appear within a sampling interval: the lag of every partition, the dead
+    // letters waiting, and the lag of the two durable consumers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let sampled = [
+        r#"taskmaster_projection_lag_events{projection="tasks",partition="0"} 0"#,
+        r#"taskmaster_projection_lag_events{projection="tasks",partition="7"} 0"#,
+        r#"taskmaster_dead_letters_pending{projection="tasks"} 0"#,
+        r#"taskmaster_consumer_lag_events{consumer="insights"} 0"#,
+        r#"taskmaster_consumer_lag_events{consumer="ml"} 0"#,
+    ];
+    loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&str> = sampled
+            .iter()
+            .copied()
+            .filter(|m| !text.contains(m))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 

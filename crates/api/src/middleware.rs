@@ -31,6 +31,7 @@ pub async fn observe(
     let span = tracing::info_span!(
         "http.request",
         otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
         http.request.method = %method,
         http.route = %route,
         http.response.status_code = tracing::field::Empty,

@@ -1,7 +1,8 @@
 //! [`EventStore`]: executes commands against the Task aggregate with optimistic concurrency,
 //! loads task states through the validated cache, and reads task histories.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
     self, consumer, context::PublishErrorKind, message::PublishMessage, stream::DirectGetErrorKind,
@@ -10,6 +11,9 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use domain::{decide, evolve, Task, TaskCommand, TaskEvent, TaskId, UserId};
 use futures::StreamExt;
+use telemetry::metrics::OutcomeLabels;
+use telemetry::Metrics;
+use tracing::Instrument;
 
 use crate::cache::{CachedTask, StateCache};
 use crate::envelope::{headers, RawEvent, RecordedEvent};
@@ -49,7 +53,9 @@ pub struct CommandMeta {
     pub command_id: String,
     /// Correlates everything one client request caused.
     pub correlation_id: String,
-    /// W3C trace context to store with the event.
+    /// The caller's W3C trace context (its `traceparent` header), if any. The event stores
+    /// the context of the span that appends it, a child of this one, so whoever handles the
+    /// event continues the same trace; without a tracing layer it keeps this trace id.
     pub traceparent: Option<String>,
     /// The id came from the client's `Idempotency-Key`: a repeat must answer exactly like the
     /// first execution, even when the state has moved on since.
@@ -94,6 +100,8 @@ pub struct EventStore {
     naming: Naming,
     cache: StateCache,
     options: StoreOptions,
+    /// Append latency is recorded here when the process exposes metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 enum AppendError {
@@ -123,7 +131,14 @@ impl EventStore {
             cache: StateCache::new(options.cache_capacity),
             naming,
             options,
+            metrics: None,
         })
+    }
+
+    /// Records each append's latency and outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The names this store uses.
@@ -229,7 +244,9 @@ impl EventStore {
                         actual: current.version(),
                     })
                 }
-                _ => decide(current.task.as_ref(), command).map_err(StoreError::from),
+                _ => tracing::info_span!("decide", command = command.name())
+                    .in_scope(|| decide(current.task.as_ref(), command))
+                    .map_err(StoreError::from),
             };
             let event = match decision {
                 Ok(Some(event)) => event,
@@ -283,7 +300,45 @@ impl EventStore {
         }
     }
 
+    /// Appends one event, expecting the task's last event at `expected_sequence`, in a
+    /// producer span whose context the event carries as `traceparent`.
     async fn append(
+        &self,
+        subject: &str,
+        event: &TaskEvent,
+        expected_sequence: u64,
+        meta: &CommandMeta,
+    ) -> Result<jetstream::publish::PublishAck, AppendError> {
+        let span = tracing::info_span!(
+            "jetstream.publish",
+            otel.name = %format!("publish {}", event.event_type()),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            messaging.message.id = %meta.command_id,
+            messaging.nats.expected_last_subject_sequence = expected_sequence,
+        );
+        let started = Instant::now();
+        let result = self
+            .publish(subject, event, expected_sequence, meta)
+            .instrument(span)
+            .await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(ack) if ack.duplicate => "duplicate",
+                Ok(_) => "appended",
+                Err(AppendError::WrongLastSequence) => "wrong_last_sequence",
+                Err(AppendError::Failed(_)) => "failed",
+            };
+            metrics
+                .append_duration
+                .get_or_create(&OutcomeLabels { outcome })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn publish(
         &self,
         subject: &str,
         event: &TaskEvent,
@@ -298,9 +353,9 @@ impl EventStore {
         );
         headers.insert(headers::COMMAND_ID, meta.command_id.as_str());
         headers.insert(headers::CORRELATION_ID, meta.correlation_id.as_str());
-        if let Some(traceparent) = &meta.traceparent {
-            headers.insert(headers::TRACEPARENT, traceparent.as_str());
-        }
+        let traceparent =
+            telemetry::trace_context::traceparent_for_event(meta.traceparent.as_deref());
+        headers.insert(headers::TRACEPARENT, traceparent.as_str());
         let message = PublishMessage::build()
             .payload(Bytes::from(event.encode()))
             .headers(headers)

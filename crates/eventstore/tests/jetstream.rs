@@ -292,7 +292,15 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
             get("Tm-Correlation-Id").as_ref(),
             Some(&meta.correlation_id)
         );
-        assert_eq!(get("traceparent"), meta.traceparent);
+        // The event carries the context of the span that appended it: the caller's trace,
+        // a span of its own.
+        let traceparent = get("traceparent").expect("every event carries a traceparent");
+        let caller = meta.traceparent.as_deref().unwrap();
+        assert_eq!(
+            telemetry::trace_context::parse_trace_id(&traceparent),
+            telemetry::trace_context::parse_trace_id(caller)
+        );
+        assert_ne!(traceparent, caller);
 
         let schema_path = events_dir.join(format!("{event_type}.v{version}.json"));
         let schema: serde_json::Value =

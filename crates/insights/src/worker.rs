@@ -32,11 +32,12 @@ use domain::UserId;
 use eventstore::Naming;
 use futures::StreamExt;
 use projections::PositionWatch;
-use telemetry::metrics::InsightsLabels;
+use telemetry::metrics::{ConsumerLabels, InsightsLabels};
 use telemetry::Metrics;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::InsightsError;
 use crate::service::InsightsService;
@@ -84,6 +85,34 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         Self::with_debounce(Duration::from_secs(1))
     }
+}
+
+/// How often the consumer's lag (messages the stream holds that no worker has received yet) is
+/// read for `taskmaster_consumer_lag_events{consumer="insights"}`.
+const LAG_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The span of one user's refresh: a child of the span that appended the newest of the events
+/// it covers (older ones were superseded by it), so the command's trace shows its insights
+/// being refreshed.
+fn refresh_span(user: &UserId, waiting: &Pending) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "insights.refresh",
+        otel.name = "refresh insights",
+        otel.kind = "consumer",
+        user = %user,
+        position = waiting.position,
+    );
+    let traceparent = waiting
+        .message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(eventstore::headers::TRACEPARENT))
+        .map(|v| v.as_str());
+    if let Some(traceparent) = traceparent {
+        telemetry::trace_context::continue_trace(&span, traceparent);
+    }
+    span
 }
 
 /// One user's pending refresh.
@@ -222,6 +251,8 @@ impl InsightsWorker {
         tracing::info!(consumer = %Self::consumer_name(&self.naming), "insights worker consuming");
         let refresher = &self.refresher;
         let options = &refresher.options;
+        let mut lag_tick = tokio::time::interval(LAG_SAMPLE_EVERY);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let room = refreshing.len() < options.concurrency;
             let next_due = pending
@@ -247,11 +278,21 @@ impl InsightsWorker {
                         .collect();
                     for user in ready {
                         if let Some(waiting) = pending.remove(&user) {
-                            refreshing.spawn(refresher.clone().refresh(user, waiting));
+                            let span = refresh_span(&user, &waiting);
+                            refreshing.spawn(refresher.clone().refresh(user, waiting).instrument(span));
                         }
                     }
                 }
                 Some(_) = refreshing.join_next(), if !refreshing.is_empty() => {}
+                _ = lag_tick.tick() => {
+                    if let Ok(info) = consumer.get_info().await {
+                        refresher
+                            .metrics
+                            .consumer_lag
+                            .get_or_create(&ConsumerLabels { consumer: CONSUMER })
+                            .set(info.num_pending as i64);
+                    }
+                }
                 next = messages.next() => match next {
                     Some(Ok(message)) => self.accept(message, pending).await,
                     Some(Err(error)) => return Err(InsightsError::Stream(error.to_string())),

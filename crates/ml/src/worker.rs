@@ -138,6 +138,24 @@ pub async fn decide(registry: &ModelRegistry, trained: Trained) -> Result<Decisi
     }
 }
 
+/// The span of learning one live event: a child of the span that appended it, so a command's
+/// trace shows the learner taking it in. Only live events get one: the replay at start (up to
+/// millions of events, from commands whose traces ended long ago) runs without.
+fn learn_span(event: &eventstore::RecordedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "ml.learn",
+        otel.name = "learn event",
+        otel.kind = "consumer",
+        event_type = %event.event_type,
+        position = event.position,
+    );
+    if let Some(traceparent) = &event.traceparent {
+        telemetry::trace_context::continue_trace(&span, traceparent);
+    }
+    span
+}
+
 impl MlWorker {
     /// A worker over `store`, publishing to `registry`.
     pub fn new(
@@ -157,6 +175,21 @@ impl MlWorker {
     pub fn with_metrics(mut self, metrics: std::sync::Arc<telemetry::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Sets `taskmaster_consumer_lag_events{consumer="ml"}`: events in the stream after the
+    /// last one learnt. Set first when the worker starts following live events, so the gauge
+    /// also tells that the initial replay is done.
+    async fn sample_lag(&self, learnt: u64) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        if let Ok(head) = self.store.head_position().await {
+            metrics
+                .consumer_lag
+                .get_or_create(&telemetry::metrics::ConsumerLabels { consumer: "ml" })
+                .set(head.saturating_sub(learnt) as i64);
+        }
     }
 
     /// One full round as `taskmaster replay ml` runs it: replay from the start, train,
@@ -238,11 +271,11 @@ impl MlWorker {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.sample_lag(set.position()).await,
                 item = messages.next() => match item {
                     Some(Ok(event)) => {
                         let before = set.completions();
-                        set.observe(&event);
+                        learn_span(&event).in_scope(|| set.observe(&event));
                         since_retrain += set.completions() - before;
                     }
                     Some(Err(eventstore::StoreError::Corrupt { .. })) => {}

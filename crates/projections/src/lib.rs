@@ -19,6 +19,7 @@
 //! - [`checkpoint`]: reading and advancing checkpoints, one per partition.
 //! - [`leases`]: which projector process owns which partition, through NATS KV leases.
 //! - [`dead_letters`]: events the projection could not apply, and retrying them.
+//! - [`lag`]: how far each partition is behind the log, sampled for the metrics.
 //! - [`erasure`]: removing every trace of a user.
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
 //! - [`projector`]: the loop that reads the stream from the checkpoints and applies batches,
@@ -34,6 +35,7 @@ pub mod database;
 pub mod dead_letters;
 pub mod erasure;
 pub mod error;
+pub mod lag;
 pub mod layout;
 pub mod leases;
 pub mod position;

@@ -46,6 +46,22 @@ pub struct ProjectionLabels {
     pub projection: &'static str,
 }
 
+/// Labels of a projection partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// The projection, e.g. `tasks`.
+    pub projection: &'static str,
+    /// The partition number (a label value, so a string).
+    pub partition: String,
+}
+
+/// Labels of a durable consumer of the task stream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    /// `insights` or `ml`.
+    pub consumer: &'static str,
+}
+
 /// Labels of an insights counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InsightsLabels {
@@ -72,8 +88,18 @@ pub struct Metrics {
     pub commands: Family<CommandLabels, Counter>,
     /// The stream sequence each projection has applied (its checkpoint).
     pub projection_position: Family<ProjectionLabels, Gauge>,
-    /// Events in the stream that each projection has not applied yet.
-    pub projection_lag: Family<ProjectionLabels, Gauge>,
+    /// Events in the stream after each partition's checkpoint: how far the partition is
+    /// behind the log, sampled from the stream's head and the stored checkpoints, so a stuck
+    /// or unowned partition shows up even when no projector is applying it.
+    pub projection_lag: Family<PartitionLabels, Gauge>,
+    /// Dead letters currently recorded (not yet retried or discarded) per projection: a gauge
+    /// so an alert can fire while any are waiting, not only when new ones appear.
+    pub dead_letters_pending: Family<ProjectionLabels, Gauge>,
+    /// Events in the stream a durable consumer (`insights`, `ml`) has not handled yet.
+    pub consumer_lag: Family<ConsumerLabels, Gauge>,
+    /// Time from sending an event to JetStream until its acknowledgement, by outcome
+    /// (`appended`, `duplicate`, `wrong_last_sequence`, `failed`).
+    pub append_duration: Family<OutcomeLabels, Histogram>,
     /// Events applied by each projection.
     pub projection_events: Family<ProjectionLabels, Counter>,
     /// Events each projection could not apply and recorded as dead letters.
@@ -126,7 +152,12 @@ impl Metrics {
             Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         let commands = Family::<CommandLabels, Counter>::default();
         let projection_position = Family::<ProjectionLabels, Gauge>::default();
-        let projection_lag = Family::<ProjectionLabels, Gauge>::default();
+        let projection_lag = Family::<PartitionLabels, Gauge>::default();
+        let dead_letters_pending = Family::<ProjectionLabels, Gauge>::default();
+        let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
+        let append_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
         let projection_events = Family::<ProjectionLabels, Counter>::default();
         let projection_dead_letters = Family::<ProjectionLabels, Counter>::default();
         let projection_batch_duration = Family::<ProjectionLabels, Histogram>::new_with_constructor(
@@ -150,8 +181,23 @@ impl Metrics {
         );
         registry.register(
             "projection_lag_events",
-            "Events in the stream not yet applied by the projection",
+            "Events in the stream after the partition's checkpoint (sampled)",
             projection_lag.clone(),
+        );
+        registry.register(
+            "dead_letters_pending",
+            "Dead letters recorded and not yet retried or discarded",
+            dead_letters_pending.clone(),
+        );
+        registry.register(
+            "consumer_lag_events",
+            "Events in the stream a durable consumer (insights, ml) has not handled yet",
+            consumer_lag.clone(),
+        );
+        registry.register(
+            "eventstore_append_duration_seconds",
+            "Time from sending an event to JetStream until its acknowledgement, by outcome",
+            append_duration.clone(),
         );
         registry.register(
             "projection_events",
@@ -215,6 +261,9 @@ impl Metrics {
             commands,
             projection_position,
             projection_lag,
+            dead_letters_pending,
+            consumer_lag,
+            append_duration,
             projection_events,
             projection_dead_letters,
             projection_batch_duration,

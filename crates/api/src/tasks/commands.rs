@@ -63,9 +63,7 @@ async fn execute(
     let meta = CommandMeta {
         command_id: command_id(owner, &command, task_id, headers.idempotency_key.as_deref()),
         correlation_id: headers.correlation_id.clone(),
-        traceparent: Some(telemetry::trace_context::traceparent_for_event(
-            headers.traceparent.as_deref(),
-        )),
+        traceparent: headers.traceparent.clone(),
         client_supplied_id: headers.idempotency_key.is_some(),
     };
     let result = state

@@ -345,6 +345,9 @@ pub struct HistoryEvent {
     pub command_id: Option<String>,
     /// The request it belongs to.
     pub correlation_id: Option<String>,
+    /// The W3C trace context of the span that appended it: its trace id finds the command's
+    /// whole trace (request, append, projection, workers) in the tracing backend.
+    pub traceparent: Option<String>,
     /// The payload, upcast to the current version (see `events/`).
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
@@ -361,6 +364,7 @@ impl HistoryEvent {
             recorded_at: recorded.recorded_at,
             command_id: recorded.command_id,
             correlation_id: recorded.correlation_id,
+            traceparent: recorded.traceparent,
             data: recorded.event.to_json(),
         }
     }

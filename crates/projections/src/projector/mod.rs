@@ -25,7 +25,7 @@ use eventstore::envelope::RawEvent;
 use eventstore::{Naming, RecordedEvent};
 use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
-use telemetry::metrics::ProjectionLabels;
+use telemetry::metrics::{PartitionLabels, ProjectionLabels};
 use telemetry::Metrics;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -199,6 +199,18 @@ impl Projector {
     /// Runs until `shutdown` is cancelled; the batch in flight is committed first. Failures
     /// never end the loop: they are logged and retried with backoff.
     pub async fn run(&self, shutdown: CancellationToken) {
+        // The live read model's lag is sampled from the log and the stored checkpoints, so it
+        // shows even while this process applies nothing (see `crate::lag`).
+        let _sampler = self.announce.then(|| {
+            AbortOnDropHandle::new(tokio::spawn(crate::lag::run(
+                self.pool.clone(),
+                self.jetstream.clone(),
+                self.naming.clone(),
+                self.metrics.clone(),
+                crate::lag::SAMPLE_EVERY,
+                shutdown.child_token(),
+            )))
+        });
         let mut backoff = self.options.min_backoff;
         let mut rebuild: Option<tokio::task::JoinHandle<()>> = None;
         while !shutdown.is_cancelled() {
@@ -500,6 +512,8 @@ impl Projector {
         if positions.values().all(|&at| at >= last) {
             return Ok(positions);
         }
+        // Ended (and exported) when this function returns, after the commit.
+        let _event_spans = event_spans(&items);
         let mut at = positions;
         match self.commit(layout, &at, last, &items, None).await {
             Ok(()) => {}
@@ -520,10 +534,15 @@ impl Projector {
             .projection_position
             .get_or_create(&LABELS)
             .set(last as i64);
-        self.metrics
-            .projection_lag
-            .get_or_create(&LABELS)
-            .set(pending as i64);
+        for partition in at.keys() {
+            self.metrics
+                .projection_lag
+                .get_or_create(&PartitionLabels {
+                    projection: TASKS_PROJECTION,
+                    partition: partition.to_string(),
+                })
+                .set(pending as i64);
+        }
         self.metrics
             .projection_batch_duration
             .get_or_create(&LABELS)
@@ -670,6 +689,44 @@ impl Projector {
         }
         Ok(())
     }
+}
+
+/// Batches of at most this many events get a span per event. Live batches are small (one to a
+/// few dozen events), and each event's span continues the trace of the command that appended
+/// it, so a trace shows when its event reached the read model. Larger batches are a catch-up
+/// or a rebuild: the commands' traces ended long ago, and a span per event (a million of them
+/// in a rebuild) would cost throughput and flood the collector; the batch's own span covers
+/// them.
+const TRACED_BATCH_EVENTS: usize = 64;
+
+/// A `projection.apply` span per event of a small batch, each a child of the span that
+/// appended the event (its `traceparent`) and linked to the batch's span; they end when
+/// dropped, after the batch has committed.
+fn event_spans(items: &[Item<'_>]) -> Vec<tracing::Span> {
+    if items.len() > TRACED_BATCH_EVENTS {
+        return Vec::new();
+    }
+    let batch = tracing::Span::current();
+    items
+        .iter()
+        .filter_map(|item| {
+            let traceparent = item.raw.header(eventstore::headers::TRACEPARENT)?;
+            let span = tracing::info_span!(
+                parent: None,
+                "projection.apply",
+                otel.name = "project tasks",
+                otel.kind = "consumer",
+                projection = TASKS_PROJECTION,
+                messaging.system = "nats",
+                messaging.destination.name = item.raw.subject,
+                position = item.raw.sequence,
+                batch_events = items.len(),
+            );
+            telemetry::trace_context::continue_trace(&span, traceparent);
+            span.follows_from(&batch);
+            Some(span)
+        })
+        .collect()
 }
 
 /// Every partition moved forward to `to` (a partition already past it stays where it is).
