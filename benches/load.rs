@@ -7,6 +7,11 @@
 //!
 //!     cargo bench --bench load -- --clients 64 --seconds 10 [--with-projector]
 //!     cargo bench --bench load -- --clients 64 --seconds 10 --lag-rate 5000 [--partitions N]
+//!     cargo bench --bench load -- --clients 64 --seconds 10 --traced
+//!
+//! `--traced` installs the telemetry `main` installs (the OpenTelemetry layer, no exporter,
+//! logs at warn), so every request records its spans as in production; without it the spans
+//! cost nothing because no subscriber is listening.
 
 #![allow(clippy::print_stdout)]
 
@@ -33,6 +38,8 @@ struct Options {
     lag_rate: Option<u32>,
     /// `TASKMASTER_PROJECTION_PARTITIONS` of the run (default: the setting's default).
     partitions: Option<u16>,
+    /// Record spans as the binary does (see the module docs).
+    traced: bool,
 }
 
 fn options() -> Options {
@@ -42,6 +49,7 @@ fn options() -> Options {
         with_projector: false,
         lag_rate: None,
         partitions: None,
+        traced: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -56,6 +64,7 @@ fn options() -> Options {
                 i += 1;
             }
             "--with-projector" => options.with_projector = true,
+            "--traced" => options.traced = true,
             "--partitions" => {
                 options.partitions = Some(args[i + 1].parse().expect("--partitions N"));
                 i += 1;
@@ -135,6 +144,15 @@ where
 
 fn main() {
     let options = options();
+    let _telemetry = options.traced.then(|| {
+        telemetry::init(&telemetry::TelemetryConfig {
+            service_name: "taskmaster-load".into(),
+            log_format: telemetry::LogFormat::Text,
+            log_filter: "warn".into(),
+            otlp_endpoint: None,
+        })
+        .expect("telemetry installs")
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
