@@ -2183,6 +2183,46 @@ fn assert_no_problems(what: &str, problems: &[String]) {
     assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
 }
 
+/// The files a kustomization lists as resources or patches.
+fn listed_files(directory: &str) -> BTreeSet<String> {
+    let kustomization =
+        yaml_file(&format!("{directory}/kustomization.yaml")).expect("a kustomization");
+    array(&kustomization, "/resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .chain(
+            array(&kustomization, "/patches")
+                .iter()
+                .filter_map(|patch| text(patch, "/path").map(str::to_owned)),
+        )
+        .collect()
+}
+
+#[test]
+fn every_manifest_file_is_part_of_a_kustomization() {
+    for directory in [
+        "deploy/k8s/base",
+        "deploy/k8s/overlays/dev",
+        "deploy/k8s/overlays/prod",
+    ] {
+        let listed = listed_files(directory);
+        for entry in std::fs::read_dir(repo_path(directory)).expect("the directory") {
+            let name = entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".yaml") && name != "kustomization.yaml" {
+                assert!(
+                    listed.contains(&name),
+                    "{directory}/{name} is in no kustomization, so nothing applies or checks it"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn every_overlay_renders_and_every_patch_targets_a_resource_of_the_base() {
     let base = rendered("deploy/k8s/base");
@@ -2314,6 +2354,14 @@ fn production_runs_in_production_mode_with_a_replica_and_more_pods() -> Result<(
         );
     }
     let values = yaml_file("deploy/k8s/nats-values.yaml")?;
+    assert_eq!(
+        values.pointer("/config/cluster/enabled"),
+        Some(&json!(true))
+    );
+    assert!(
+        text(&values, "/config/jetstream/fileStore/pvc/size").is_some_and(quantity),
+        "nats-values.yaml: JetStream's volume has no size"
+    );
     assert_eq!(
         values.pointer("/config/jetstream/enabled"),
         Some(&json!(true))
