@@ -401,9 +401,16 @@ fn render_kustomization(directory: &Path, kustomization: &Value) -> Result<Vec<V
             .as_str()
             .with_context(|| format!("{here}: a patch path is not a string"))?;
         let path = directory.join(file);
-        let text = std::fs::read_to_string(&path)
+        let content = std::fs::read_to_string(&path)
             .with_context(|| format!("{here}: the patch `{file}` does not exist"))?;
-        for document in yaml_documents(&text, &path.display().to_string())? {
+        let documents = yaml_documents(&content, &path.display().to_string())?;
+        // kustomize's `patches` takes one patch per path; a second document is an error there.
+        ensure!(
+            documents.len() == 1,
+            "{here}: the patch `{file}` holds {} documents; kustomize takes one per path",
+            documents.len()
+        );
+        for document in documents {
             let targets: Vec<&mut Value> = resources
                 .iter_mut()
                 .filter(|resource| {
@@ -419,7 +426,14 @@ fn render_kustomization(directory: &Path, kustomization: &Value) -> Result<Vec<V
                 ),
                 1 => {
                     let target = targets.into_iter().next().expect("one target");
-                    strategic_merge(target, &document, "")
+                    // kustomize knows the merge keys of built-in kinds only; it patches a
+                    // custom resource as a JSON merge patch, where every list is replaced.
+                    let custom = CUSTOM_KINDS.contains(&(
+                        text(target, "/apiVersion").unwrap_or_default(),
+                        text(target, "/kind").unwrap_or_default(),
+                    ));
+                    let field = if custom { JSON_MERGE } else { "" };
+                    strategic_merge(target, &document, field)
                         .with_context(|| format!("{here}: the patch `{file}`"))?;
                 }
                 n => bail!("{here}: the patch `{file}` matches {n} resources"),
@@ -496,10 +510,14 @@ fn render_kustomization(directory: &Path, kustomization: &Value) -> Result<Vec<V
     Ok(resources)
 }
 
+/// The field name [`strategic_merge`] starts from for a JSON merge patch: no list merges.
+const JSON_MERGE: &str = "$json-merge";
+
 /// The merge key of a list field in a strategic-merge patch: lists of named things merge
 /// item by item (as Kubernetes declares for these fields); every other list is replaced.
 fn merge_key(field: &str, item: &Value) -> Option<&'static str> {
     match field {
+        JSON_MERGE => None,
         "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         // Container ports merge by containerPort, Service ports by port.
@@ -523,7 +541,8 @@ fn strategic_merge(target: &mut Value, patch: &Value, field: &str) -> Result<()>
                 if value.is_null() {
                     target.remove(key);
                 } else if let Some(existing) = target.get_mut(key) {
-                    strategic_merge(existing, value, key)?;
+                    let field = if field == JSON_MERGE { JSON_MERGE } else { key };
+                    strategic_merge(existing, value, field)?;
                 } else {
                     target.insert(key.clone(), value.clone());
                 }
@@ -2954,9 +2973,17 @@ fn the_renderer_refuses_what_kustomize_would_do_differently_or_not_at_all() {
     assert!(overlay(header(json!({"commonLabels": {"a": "b"}})))
         .contains("`commonLabels` is not rendered"));
     assert!(overlay(header(
-        json!({"resources": ["api.yaml"], "patches": [{"path": "redis.yaml"}]})
+        json!({"resources": ["api.yaml"], "patches": [{"path": "ml.yaml"}]})
     ))
-    .contains("targets Deployment/redis, which the resources do not have"));
+    .contains("targets Deployment/taskmaster-ml, which the resources do not have"));
+    assert!(overlay(header(
+        json!({"resources": ["redis.yaml"], "patches": [{"path": "redis.yaml"}]})
+    ))
+    .contains("holds 2 documents; kustomize takes one per path"));
+    assert!(overlay(header(
+        json!({"resources": ["api.yaml"], "patches": [{"path": "api.yaml", "target": {"kind": "Deployment"}}]})
+    ))
+    .contains("only `patches: - path: <file>`"));
     assert!(overlay(header(
         json!({"resources": ["api.yaml"], "replicas": [{"name": "taskmaster-web", "count": 2}]})
     ))
@@ -2993,6 +3020,12 @@ fn strategic_merge_merges_named_lists_deletes_nulls_and_replaces_the_rest() -> R
         }})
     );
     assert!(strategic_merge(&mut target, &json!({"$patch": "delete"}), "").is_err());
+
+    // A custom resource's patch is a JSON merge patch: its lists are replaced whole.
+    let mut custom = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let patch = json!({"spec": {"containers": [{"name": "b"}]}});
+    strategic_merge(&mut custom, &patch, JSON_MERGE)?;
+    assert_eq!(custom, json!({"spec": {"containers": [{"name": "b"}]}}));
     Ok(())
 }
 
