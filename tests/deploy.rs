@@ -2422,144 +2422,225 @@ fn production_refuses_the_secret_templates_placeholder() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn compose_runs_the_collector_and_monitoring_profiles_wired_to_the_binary() -> Result<()> {
-    let binary = binary();
-    let compose = compose_file()?;
+/// Compose runs the collector always and Prometheus and Grafana under a profile, wired to
+/// the binary: taskmaster's environment holds names the binary reads and values it accepts,
+/// traces go to the collector service on its HTTP receiver's port, Prometheus loads the
+/// mounted config and scrapes the real port and path, Grafana gets the provisioning, the
+/// data source is the prometheus service and the dashboard lies where the provider looks.
+fn check_compose(compose: &Value, binary: &Binary) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut check = |holds: bool, problem: String| {
+        if !holds {
+            problems.push(problem);
+        }
+    };
     let services = compose["services"]
         .as_object()
         .context("compose has no services")?;
-    let taskmaster = &compose["services"]["taskmaster"];
+    let service = |name: &str| {
+        services
+            .get(name)
+            .with_context(|| format!("compose has no service `{name}`"))
+    };
+    let taskmaster = service("taskmaster")?;
 
-    // The environment: names the binary reads, values it accepts.
     let environment = compose_environment(taskmaster);
     for name in environment.keys() {
-        assert!(
+        check(
             binary.reads(name),
-            "compose sets {name}, which the binary does not read"
+            format!("compose sets {name}, which the binary does not read"),
         );
     }
     let settings = Settings::from_lookup(|name| environment.get(name).cloned())
-        .map_err(|error| anyhow!("compose's taskmaster settings: {error}"))?;
+        .map_err(|error| anyhow!("the binary refuses compose's settings: {error}"))?;
     let port = settings.http_addr.port();
-    assert!(
+    check(
         !settings.http_addr.ip().is_loopback(),
-        "compose's taskmaster listens on loopback"
+        format!("compose's taskmaster listens on {}", settings.http_addr),
     );
-    assert_eq!(
-        compose_target_port(taskmaster),
-        Some(port),
-        "compose publishes another port"
+    check(
+        compose_target_port(taskmaster) == Some(port),
+        format!(
+            "compose publishes {:?}, taskmaster listens on {port}",
+            compose_target_port(taskmaster)
+        ),
     );
 
-    // Traces: the endpoint is the collector service, on the port of its HTTP receiver.
-    let endpoint = settings
-        .otlp_endpoint
-        .as_deref()
-        .context("compose sets no OTEL_EXPORTER_OTLP_ENDPOINT")?;
-    let (host, otlp_port) = host_port(endpoint, 4318).context("the OTLP endpoint is no URL")?;
-    let collector = services
-        .get(&host)
-        .with_context(|| format!("the OTLP endpoint names `{host}`, which is no service"))?;
-    let (_, config_target) = compose_mounts(collector)
-        .into_iter()
-        .find(|(source, _)| source == "deploy/otel-collector.yaml")
-        .context("the collector service does not mount deploy/otel-collector.yaml")?;
-    let command: Vec<String> = array(collector, "/command")
-        .iter()
-        .filter_map(scalar)
-        .collect();
-    assert!(
-        command
-            .iter()
-            .any(|word| word == &format!("--config={config_target}")),
-        "the collector does not load {config_target}: {command:?}"
-    );
+    let endpoint = settings.otlp_endpoint.clone().unwrap_or_default();
+    let (host, otlp_port) = host_port(&endpoint, 4318).unwrap_or_default();
     let config = yaml_file("deploy/otel-collector.yaml")?;
-    assert_no_problems("deploy/otel-collector.yaml", &check_collector(&config));
-    let http_receiver =
-        text(&config, "/receivers/otlp/protocols/http/endpoint").unwrap_or("0.0.0.0:4318");
-    assert!(
-        http_receiver.ends_with(&format!(":{otlp_port}")),
-        "the collector takes OTLP/HTTP on {http_receiver}, taskmaster sends to port {otlp_port}"
-    );
+    problems.extend(check_collector(&config));
+    match services.get(&host) {
+        None => problems.push(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT `{endpoint}` names no compose service"
+        )),
+        Some(collector) => {
+            let mounted = compose_mounts(collector)
+                .into_iter()
+                .find(|(source, _)| source == "deploy/otel-collector.yaml");
+            let command: Vec<String> = array(collector, "/command")
+                .iter()
+                .filter_map(scalar)
+                .collect();
+            match mounted {
+                Some((_, target)) if command.contains(&format!("--config={target}")) => {}
+                _ => problems.push(format!(
+                    "service `{host}` does not run deploy/otel-collector.yaml (command {command:?})"
+                )),
+            }
+            let receiver =
+                text(&config, "/receivers/otlp/protocols/http/endpoint").unwrap_or("0.0.0.0:4318");
+            if !receiver.ends_with(&format!(":{otlp_port}")) {
+                problems.push(format!(
+                    "the collector takes OTLP/HTTP on {receiver}, taskmaster sends to port {otlp_port}"
+                ));
+            }
+        }
+    }
 
-    // Prometheus and Grafana only under a profile; the rest always.
     for (name, service) in services {
         let profiles = array(service, "/profiles");
         let optional = matches!(name.as_str(), "prometheus" | "grafana");
-        assert_eq!(
-            !profiles.is_empty(),
-            optional,
-            "service `{name}`: profiles {profiles:?}"
-        );
+        if profiles.is_empty() == optional {
+            problems.push(format!(
+                "service `{name}` has profiles {profiles:?}; only prometheus and grafana should"
+            ));
+        }
     }
 
-    // Prometheus loads the config from the mounted deploy/prometheus and scrapes taskmaster
-    // on its real port and path.
-    let prometheus = &compose["services"]["prometheus"];
-    let (_, directory) = compose_mounts(prometheus)
+    let prometheus = service("prometheus")?;
+    let directory = compose_mounts(prometheus)
         .into_iter()
         .find(|(source, _)| source.trim_end_matches('/') == "deploy/prometheus")
-        .context("prometheus does not mount deploy/prometheus")?;
+        .map(|(_, target)| target);
     let command: Vec<String> = array(prometheus, "/command")
         .iter()
         .filter_map(scalar)
         .collect();
-    assert!(
-        command.contains(&format!("--config.file={directory}/prometheus.yml")),
-        "prometheus does not load {directory}/prometheus.yml: {command:?}"
-    );
+    match directory {
+        Some(directory) if command.contains(&format!("--config.file={directory}/prometheus.yml")) => {}
+        _ => problems.push(format!(
+            "prometheus does not load the mounted deploy/prometheus/prometheus.yml (command {command:?})"
+        )),
+    }
     let scrape = yaml_file("deploy/prometheus/prometheus.yml")?;
-    let job = array(&scrape, "/scrape_configs")
+    match array(&scrape, "/scrape_configs")
         .iter()
         .find(|job| text(job, "/job_name") == Some("taskmaster"))
-        .context("prometheus.yml has no job `taskmaster` (the alerts name it)")?;
-    let path = text(job, "/metrics_path").unwrap_or("/metrics");
-    assert!(
-        binary.get_routes.contains(path),
-        "prometheus scrapes {path}, not a route"
-    );
-    for target in array(job, "/static_configs")
-        .iter()
-        .flat_map(|config| array(config, "/targets"))
     {
-        let target = target.as_str().unwrap_or_default();
-        assert_eq!(
-            target,
-            format!("taskmaster:{port}"),
-            "prometheus scrapes {target}"
-        );
+        None => problems.push("prometheus.yml has no job `taskmaster` (the alerts name it)".into()),
+        Some(job) => {
+            let path = text(job, "/metrics_path").unwrap_or("/metrics");
+            if !binary.get_routes.contains(path) {
+                problems.push(format!("prometheus scrapes {path}, not a route"));
+            }
+            for target in array(job, "/static_configs")
+                .iter()
+                .flat_map(|config| array(config, "/targets"))
+            {
+                let target = target.as_str().unwrap_or_default();
+                if target != format!("taskmaster:{port}") {
+                    problems.push(format!(
+                        "prometheus scrapes {target}, not taskmaster:{port}"
+                    ));
+                }
+            }
+        }
     }
 
-    // Grafana: provisioning mounted where Grafana reads it, the data source is the
-    // prometheus service, the dashboard file where the provider looks.
-    let grafana = &compose["services"]["grafana"];
+    let grafana = service("grafana")?;
     let mounts = compose_mounts(grafana);
-    assert!(
-        mounts.contains(&("deploy/grafana/provisioning".into(), "/etc/grafana/provisioning".into())),
-        "grafana does not mount deploy/grafana/provisioning at /etc/grafana/provisioning: {mounts:?}"
-    );
+    if !mounts.contains(&(
+        "deploy/grafana/provisioning".into(),
+        "/etc/grafana/provisioning".into(),
+    )) {
+        problems.push(format!(
+            "grafana does not mount deploy/grafana/provisioning at /etc/grafana/provisioning: {mounts:?}"
+        ));
+    }
     let datasources = yaml_file("deploy/grafana/provisioning/datasources/prometheus.yaml")?;
     let datasource = array(&datasources, "/datasources")
         .first()
-        .context("no data source is provisioned")?;
-    assert_eq!(text(datasource, "/type"), Some("prometheus"));
-    let url = text(datasource, "/url").unwrap_or_default();
-    let (host, port) = host_port(url, 9090).context("the data source URL")?;
-    assert!(
-        host == "prometheus" && compose_target_port(prometheus) == Some(port),
-        "the data source {url} is not the prometheus service"
-    );
+        .cloned()
+        .unwrap_or(json!({}));
+    let url = text(&datasource, "/url").unwrap_or_default();
+    let points_at_prometheus = text(&datasource, "/type") == Some("prometheus")
+        && host_port(url, 9090).is_some_and(|(host, port)| {
+            host == "prometheus" && compose_target_port(prometheus) == Some(port)
+        });
+    if !points_at_prometheus {
+        problems.push(format!(
+            "the Grafana data source `{url}` is not the prometheus service"
+        ));
+    }
     let providers = yaml_file("deploy/grafana/provisioning/dashboards/taskmaster.yaml")?;
-    let folder =
-        text(&providers, "/providers/0/options/path").context("no dashboard provider path")?;
+    let folder = text(&providers, "/providers/0/options/path").unwrap_or_default();
+    let dashboard = (
+        "deploy/grafana/taskmaster-dashboard.json".to_owned(),
+        format!("{folder}/taskmaster-dashboard.json"),
+    );
+    if !mounts.contains(&dashboard) {
+        problems.push(format!(
+            "the dashboard is not mounted into `{folder}`: {mounts:?}"
+        ));
+    }
+    Ok(problems)
+}
+
+#[test]
+fn compose_runs_the_collector_and_monitoring_profiles_wired_to_the_binary() -> Result<()> {
+    assert_no_problems(
+        "docker-compose.yml",
+        &check_compose(&compose_file()?, binary())?,
+    );
+    Ok(())
+}
+
+#[test]
+fn a_miswired_compose_file_is_refused() -> Result<()> {
+    let mut compose = compose_file()?;
+    let services = &mut compose["services"];
+    services["taskmaster"]["environment"]["TASKMASTER_PARTITONS"] = json!("8");
+    services["taskmaster"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] =
+        json!("http://jaeger:4318");
+    services["taskmaster"]["ports"] = json!(["8081:8081"]);
+    services["prometheus"]
+        .as_object_mut()
+        .unwrap()
+        .remove("profiles");
+    services["grafana"]["volumes"] = json!([]);
+    let problems = check_compose(&compose, binary())?;
+    assert_refused(&problems, "compose sets TASKMASTER_PARTITONS");
+    assert_refused(&problems, "`http://jaeger:4318` names no compose service");
+    assert_refused(
+        &problems,
+        "compose publishes Some(8081), taskmaster listens on 8080",
+    );
+    assert_refused(&problems, "service `prometheus` has profiles []");
+    assert_refused(
+        &problems,
+        "grafana does not mount deploy/grafana/provisioning",
+    );
+    assert_refused(&problems, "the dashboard is not mounted");
+    Ok(())
+}
+
+#[test]
+fn promtool_refuses_a_broken_rule_file() -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!(
+        "taskmaster-broken-{}.rules.yml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &scratch,
+        "groups:\n  - name: broken\n    rules:\n      - alert: Broken\n        expr: rate(taskmaster_commands_total[5m]\n",
+    )?;
+    let checked = promtool_ok(&["check", "rules", &scratch.display().to_string()]);
+    let _ = std::fs::remove_file(&scratch);
+    let error = checked.expect_err("promtool accepted an unclosed parenthesis");
     assert!(
-        mounts.contains(&(
-            "deploy/grafana/taskmaster-dashboard.json".into(),
-            format!("{folder}/taskmaster-dashboard.json")
-        )),
-        "the dashboard is not mounted into {folder}: {mounts:?}"
+        error.to_string().contains("promtool check rules"),
+        "{error:#}"
     );
     Ok(())
 }
