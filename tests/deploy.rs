@@ -928,6 +928,7 @@ fn check_manifests(manifests: &[Value], binary: &Binary, platform: &Platform) ->
         }
     }
 
+    check_settings_sources(manifests, binary, &mut problems);
     apply_autoscalers(manifests, &mut workloads, &mut problems);
     check_roles(&workloads, &mut problems);
     check_services(manifests, &mut problems);
@@ -1176,6 +1177,57 @@ fn check_taskmaster_container(
         settings,
         env,
     })
+}
+
+/// The binary's names wherever they are set: a ConfigMap or Secret key that looks like a
+/// setting (`TASKMASTER_*`, `DATABASE_URL`, `REDIS_URL`, `OTEL_*`) is one the binary reads,
+/// even when no container uses it yet; and every ConfigMap and Secret is used by some pod,
+/// or it configures nothing.
+fn check_settings_sources(manifests: &[Value], binary: &Binary, problems: &mut Vec<String>) {
+    let looks_like_a_setting = |name: &str| {
+        name.starts_with("TASKMASTER_")
+            || name.starts_with("OTEL_")
+            || name == "DATABASE_URL"
+            || name == "REDIS_URL"
+    };
+    for source in manifests
+        .iter()
+        .filter(|resource| matches!(text(resource, "/kind"), Some("ConfigMap" | "Secret")))
+    {
+        for section in ["data", "stringData"] {
+            for name in string_map(source.get(section)).keys() {
+                if looks_like_a_setting(name) && !binary.reads(name) {
+                    problems.push(format!(
+                        "{}: {name} is not a variable the binary reads",
+                        id(source)
+                    ));
+                }
+            }
+        }
+        let kind = text(source, "/kind").unwrap_or_default();
+        let name = text(source, "/metadata/name").unwrap_or_default();
+        let reference = if kind == "Secret" {
+            "secretRef"
+        } else {
+            "configMapRef"
+        };
+        let key_reference = if kind == "Secret" {
+            "secretKeyRef"
+        } else {
+            "configMapKeyRef"
+        };
+        let used = manifests.iter().flat_map(containers).any(|container| {
+            array(container, "/envFrom")
+                .iter()
+                .any(|from| text(from, &format!("/{reference}/name")) == Some(name))
+                || array(container, "/env").iter().any(|variable| {
+                    text(variable, &format!("/valueFrom/{key_reference}/name")) == Some(name)
+                })
+        });
+        if !used {
+            problems.push(format!("{}: no container uses it", id(source)));
+        }
+    }
 }
 
 /// An autoscaled workload's replica range is the autoscaler's.
@@ -2820,6 +2872,19 @@ fn an_environment_variable_the_binary_does_not_read_is_refused() {
         main_container(manifests, "taskmaster-ml")["env"][0]["name"] = json!("OTEL_TRACE_SAMPLER");
     });
     assert_refused(&problems, "sets OTEL_TRACE_SAMPLER");
+    let problems = problems_after(|manifests| {
+        manifests.push(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "leftover"},
+            "data": {"TASKMASTER_LISTEN": "0.0.0.0:8080"},
+        }));
+    });
+    assert_refused(
+        &problems,
+        "ConfigMap/leftover: TASKMASTER_LISTEN is not a variable the binary reads",
+    );
+    assert_refused(&problems, "ConfigMap/leftover: no container uses it");
 }
 
 #[test]
