@@ -53,11 +53,7 @@ const PENDING_SETTINGS: &[&str] = &["TASKMASTER_DATABASE_REPLICA_URL"];
 /// (family, type). The dashboard and alerts may use them before `Metrics` registers them; a
 /// name that is neither registered nor listed here is refused. Remove an entry once
 /// `telemetry::Metrics` registers it.
-const PENDING_METRICS: &[(&str, &str)] = &[
-    ("taskmaster_consumer_lag_events", "gauge"),
-    ("taskmaster_dead_letters_pending", "gauge"),
-    ("taskmaster_eventstore_append_duration_seconds", "histogram"),
-];
+const PENDING_METRICS: &[(&str, &str)] = &[];
 
 /// Environment variables of the OpenTelemetry specification (general SDK and OTLP exporter
 /// settings) that the opentelemetry crates read themselves, so `Settings` never asks for them.
@@ -2789,7 +2785,7 @@ fn the_dashboard_is_a_valid_model_whose_queries_parse_and_use_real_metrics() -> 
         "histogram_quantile(0.99, sum by (le) (rate(taskmaster_http_request_duration_seconds_bucket",
         r#"status=~"5.."#,
         "taskmaster_commands_total",
-        "sum by (projection) (taskmaster_projection_lag_events)",
+        "max by (projection) (taskmaster_projection_lag_events)",
         "partition",
         "taskmaster_consumer_lag_events",
         "taskmaster_dead_letters_pending",
