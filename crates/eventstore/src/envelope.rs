@@ -131,3 +131,59 @@ impl<'a> RawEvent<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header_value() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![
+            Just("TaskCreated".to_owned()),
+            Just("1".to_owned()),
+            Just("2".to_owned()),
+            Just("99999999999999999999".to_owned()),
+            "[ -~]{0,40}",
+        ])
+    }
+
+    proptest! {
+        /// Whatever subject, headers and payload a message has, decoding answers `Ok` or
+        /// `Corrupt` (which the projector dead-letters) and never panics.
+        #[test]
+        fn decoding_any_message_never_panics(
+            prefix in "[a-z0-9_]{0,8}",
+            subject in prop_oneof![
+                "[ -~]{0,80}",
+                "tasks\\.events\\.[a-zA-Z0-9_-]{0,70}\\.[ -~]{0,40}",
+            ],
+            event_type in header_value(),
+            event_version in header_value(),
+            traceparent in header_value(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let Ok(naming) = Naming::new(&prefix) else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            for (name, value) in [
+                (headers::EVENT_TYPE, &event_type),
+                (headers::EVENT_VERSION, &event_version),
+                (headers::TRACEPARENT, &traceparent),
+            ] {
+                if let Some(value) = value {
+                    headers.insert(name, value.as_str());
+                }
+            }
+            let raw = RawEvent {
+                subject: &subject,
+                sequence: 1,
+                headers: Some(&headers),
+                payload: &payload,
+                time: DateTime::<Utc>::UNIX_EPOCH,
+            };
+            match raw.decode(&naming) {
+                Ok(event) => prop_assert_eq!(event.position, 1),
+                Err(error) => prop_assert!(matches!(error, StoreError::Corrupt { .. }), "{error}"),
+            }
+        }
+    }
+}
