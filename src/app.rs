@@ -14,8 +14,10 @@ use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
 use insights::{CacheOptions, InsightsCache, InsightsService, InsightsWorker, WorkerOptions};
 use ml::{MlWorker, ModelRegistry, ServingModel};
+use projections::read_source::REPLICA_APPLICATION_NAME;
 use projections::{
-    database, LeaseOptions, PositionWatch, Projector, ProjectorOptions, TASKS_PROJECTION,
+    database, Follow, LeaseOptions, PositionWatch, Projector, ProjectorOptions, ReadSource,
+    TASKS_PROJECTION,
 };
 use telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -199,16 +201,48 @@ pub fn projector(
     )
 }
 
+/// Where the queries of a deployment read: the primary `pool`, and the replica of
+/// `TASKMASTER_DATABASE_REPLICA_URL` in front of it when set. Both positions are followed
+/// until `shutdown`: the primary's by notifications, the replica's by polling. The replica's
+/// pool connects lazily, so a replica that is down does not keep the process from starting.
+pub async fn read_source(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ReadSource> {
+    let positions = PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?;
+    let reads = ReadSource::new(pool.clone(), positions, metrics.clone());
+    let Some(url) = &settings.database_replica_url else {
+        return Ok(reads);
+    };
+    let replica = database::connect_lazy(
+        url.expose(),
+        settings.database_max_connections,
+        REPLICA_APPLICATION_NAME,
+    )
+    .context("TASKMASTER_DATABASE_REPLICA_URL")?;
+    let replica_positions = PositionWatch::start_with(
+        replica.clone(),
+        TASKS_PROJECTION,
+        Follow::Polling,
+        shutdown.clone(),
+    )
+    .await;
+    tracing::info!(replica = %without_credentials(url.expose()), "queries read the replica");
+    Ok(reads.with_replica(replica, replica_positions))
+}
+
 /// The insights service of a deployment: the read model behind a Redis cache whose keys carry
 /// the NATS prefix and whose values live `TASKMASTER_INSIGHTS_TTL_SECS`.
 pub fn insights_service(
     settings: &Settings,
-    pool: &sqlx::PgPool,
+    reads: &ReadSource,
     redis: &redis::Client,
     metrics: &Arc<Metrics>,
 ) -> InsightsService {
     InsightsService::new(
-        pool.clone(),
+        reads.clone(),
         insights_cache(settings, redis),
         metrics.clone(),
     )
@@ -263,13 +297,14 @@ impl Application {
         let models = ServingModel::with_metrics(metrics.clone());
         let mut store_for_ml = None;
 
-        let positions = if roles.api || roles.insights {
-            Some(PositionWatch::start(pool.clone(), TASKS_PROJECTION, shutdown.clone()).await?)
+        let reads = if roles.api || roles.insights {
+            Some(read_source(settings, &pool, &metrics, &shutdown).await?)
         } else {
             None
         };
-        let insights = (roles.api || roles.insights)
-            .then(|| Arc::new(insights_service(settings, &pool, &redis, &metrics)));
+        let insights = reads
+            .as_ref()
+            .map(|reads| Arc::new(insights_service(settings, reads, &redis, &metrics)));
         let app = if roles.api {
             let store = EventStore::open(
                 client.clone(),
@@ -286,10 +321,7 @@ impl Application {
             Some(AppState {
                 store,
                 models: models.clone(),
-                read_pool: pool.clone(),
-                positions: positions
-                    .clone()
-                    .context("the api role follows positions")?,
+                reads: reads.clone().context("the api role reads the read model")?,
                 insights: insights.clone().context("the api role has insights")?,
                 verifier: Arc::new(TokenVerifier::hs256(
                     settings.jwt_secret.expose().as_bytes(),
@@ -327,12 +359,11 @@ impl Application {
             Some(registry) if roles.api => Some((models, registry)),
             _ => None,
         };
-        let insights = match (roles.insights, insights, positions) {
-            (true, Some(service), Some(positions)) => Some(InsightsWorker::new(
+        let insights = match (roles.insights, insights) {
+            (true, Some(service)) => Some(InsightsWorker::new(
                 service,
                 async_nats::jetstream::new(client.clone()),
                 naming.clone(),
-                positions,
                 metrics.clone(),
                 WorkerOptions::with_debounce(settings.insights_debounce),
             )),
@@ -346,6 +377,7 @@ impl Application {
                     nats: client,
                     postgres: pool,
                     redis,
+                    reads,
                 }),
             },
         );

@@ -5,6 +5,7 @@
 //! the development secret.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use telemetry::LogFormat;
@@ -74,8 +75,13 @@ pub struct Settings {
     pub nats_replicas: usize,
     /// `DATABASE_URL` (may hold a password, hence secret).
     pub database_url: Secret,
-    /// `TASKMASTER_DATABASE_MAX_CONNECTIONS`.
+    /// `TASKMASTER_DATABASE_MAX_CONNECTIONS`: the size of each pool (the primary's, and the
+    /// replica's when one is configured).
     pub database_max_connections: u32,
+    /// `TASKMASTER_DATABASE_REPLICA_URL` (optional, may hold a password): a streaming replica
+    /// of `DATABASE_URL` that answers the read model's queries, taking their load off the
+    /// primary the projector writes. Everything else stays on the primary.
+    pub database_replica_url: Option<Secret>,
     /// `REDIS_URL`.
     pub redis_url: Secret,
     /// `TASKMASTER_JWT_SECRET`.
@@ -225,6 +231,19 @@ impl Settings {
                 message: "TASKMASTER_ML_RETRAIN_AFTER and TASKMASTER_ML_RETRAIN_INTERVAL_SECS must be positive".into(),
             });
         }
+        let database_replica_url = get("TASKMASTER_DATABASE_REPLICA_URL");
+        if let Some(url) = &database_replica_url {
+            // The URL may hold a password: the message never repeats it.
+            let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !postgres || sqlx::postgres::PgConnectOptions::from_str(url).is_err() {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_DATABASE_REPLICA_URL",
+                    message:
+                        "must be a PostgreSQL URL, e.g. postgres://user@replica:5432/taskmaster"
+                            .into(),
+                });
+            }
+        }
         let insights_ttl_secs: u64 = parse(
             "TASKMASTER_INSIGHTS_TTL_SECS",
             get("TASKMASTER_INSIGHTS_TTL_SECS"),
@@ -274,6 +293,7 @@ impl Settings {
                 get("DATABASE_URL")
                     .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/taskmaster".into()),
             ),
+            database_replica_url: database_replica_url.map(Secret::new),
             database_max_connections: parse(
                 "TASKMASTER_DATABASE_MAX_CONNECTIONS",
                 get("TASKMASTER_DATABASE_MAX_CONNECTIONS"),
@@ -386,6 +406,34 @@ mod tests {
                 variable,
                 "{value}"
             );
+        }
+    }
+
+    #[test]
+    fn a_replica_url_is_optional_read_once_and_must_be_postgres() {
+        assert!(settings(&[]).unwrap().database_replica_url.is_none());
+        assert!(settings(&[("TASKMASTER_DATABASE_REPLICA_URL", "  ")])
+            .unwrap()
+            .database_replica_url
+            .is_none());
+        let s = settings(&[(
+            "TASKMASTER_DATABASE_REPLICA_URL",
+            "postgres://reader:hunter2-hunter2@replica:5433/taskmaster",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.database_replica_url.as_ref().map(Secret::expose),
+            Some("postgres://reader:hunter2-hunter2@replica:5433/taskmaster")
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        for value in [
+            "replica:5433/taskmaster",
+            "redis://127.0.0.1:6379",
+            "postgres://replica:notaport/taskmaster",
+        ] {
+            let error = settings(&[("TASKMASTER_DATABASE_REPLICA_URL", value)]).unwrap_err();
+            assert_eq!(error.variable, "TASKMASTER_DATABASE_REPLICA_URL", "{value}");
+            assert!(!error.message.contains(value), "{value}");
         }
     }
 

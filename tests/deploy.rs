@@ -47,7 +47,7 @@ const OVERLAYS: [&str; 2] = ["dev", "prod"];
 /// Names that other changes add to `Settings` in parallel with this one (added by the
 /// read-replica change). A manifest may set them before `Settings` reads them; once it does,
 /// they are simply in the set read from the code and the entry here is redundant.
-const PENDING_SETTINGS: &[&str] = &["TASKMASTER_DATABASE_REPLICA_URL"];
+const PENDING_SETTINGS: &[&str] = &[];
 
 /// Metric families added by the observability change, in parallel with this one, as
 /// (family, type). The dashboard and alerts may use them before `Metrics` registers them; a

@@ -61,7 +61,12 @@ impl TestApp {
 
     pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
         // A database that does not exist yet: the application creates it.
-        let db = TestDatabase::planned();
+        Self::spawn_on(TestDatabase::planned(), extra).await
+    }
+
+    /// An instance on `db` (planned or created), for tests that must know its name before
+    /// the application starts (a replica's URL names it too).
+    pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> Self {
         let nats = NatsScope::new();
         let settings = settings_for(&db, &nats, extra);
         let app = Application::build(&settings, Roles::all())
@@ -92,6 +97,13 @@ impl TestApp {
     /// The URL of this instance's database.
     pub fn database_url(&self) -> &str {
         &self._db.url
+    }
+
+    /// The metrics exposition of this instance.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,10 +1,13 @@
-//! Readiness checks of the three dependencies, each bounded in time and reported separately.
+//! Readiness checks of the dependencies, each bounded in time and reported separately.
 //!
 //! NATS and Postgres are required: without them the process is not ready (503). Redis only
-//! caches, so a Redis outage reports `degraded` but keeps the process ready.
+//! caches, so a Redis outage reports `degraded` but keeps the process ready. A read replica,
+//! when configured, is optional the same way: while it is down, queries are answered by the
+//! primary, so the process stays ready and reports `degraded`.
 
 use std::time::{Duration, Instant};
 
+use projections::ReadSource;
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -21,6 +24,9 @@ pub struct HealthProbes {
     pub postgres: PgPool,
     /// Redis.
     pub redis: redis::Client,
+    /// Where queries read, when this process answers them: its replica, if configured, is
+    /// checked and reported.
+    pub reads: Option<ReadSource>,
 }
 
 /// The result of one check.
@@ -35,6 +41,9 @@ pub struct Check {
     /// Why it is down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A replica only: how many events its read model is behind the primary's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_events: Option<u64>,
 }
 
 /// The readiness report.
@@ -48,6 +57,9 @@ pub struct Readiness {
     pub postgres: Check,
     /// Redis.
     pub redis: Check,
+    /// The read replica, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Check>,
 }
 
 async fn check<F, E>(required: bool, probe: F) -> Check
@@ -68,6 +80,7 @@ where
         required,
         latency_ms,
         error,
+        lag_events: None,
     }
 }
 
@@ -93,8 +106,26 @@ impl HealthProbes {
                 .await
                 .map(|_| ())
         });
-        let (nats, postgres, redis) = tokio::join!(nats, postgres, redis);
-        let checks = [&nats, &postgres, &redis];
+        let replica = async {
+            let reads = self.reads.as_ref().filter(|reads| reads.has_replica())?;
+            let mut lag_events = None;
+            let mut check = check(false, async {
+                match reads.check_replica().await {
+                    Some(Ok(status)) => {
+                        lag_events = Some(status.lag_events);
+                        Ok(())
+                    }
+                    Some(Err(error)) => Err(error.to_string()),
+                    None => Ok(()),
+                }
+            })
+            .await;
+            check.lag_events = lag_events;
+            Some(check)
+        };
+        let (nats, postgres, redis, replica) = tokio::join!(nats, postgres, redis, replica);
+        let mut checks = vec![&nats, &postgres, &redis];
+        checks.extend(replica.as_ref());
         let status = if checks.iter().any(|c| c.required && c.error.is_some()) {
             "unavailable"
         } else if checks.iter().any(|c| c.error.is_some()) {
@@ -107,6 +138,7 @@ impl HealthProbes {
             nats,
             postgres,
             redis,
+            replica,
         }
     }
 }

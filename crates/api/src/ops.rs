@@ -26,7 +26,8 @@ pub async fn live() -> Json<Liveness> {
     Json(Liveness { status: "ok" })
 }
 
-/// Whether the dependencies answer: NATS, Postgres and Redis, each reported.
+/// Whether the dependencies answer: NATS, Postgres and Redis, each reported, and the read
+/// replica when one is configured (optional: queries fall back to the primary).
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready (possibly degraded: an optional dependency is down)", body = Readiness),

@@ -7,8 +7,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use eventstore::EventStore;
 use insights::InsightsService;
-use projections::PositionWatch;
-use sqlx::PgPool;
+use projections::ReadSource;
 use telemetry::Metrics;
 
 use crate::auth::TokenVerifier;
@@ -42,10 +41,9 @@ pub struct AppState {
     pub store: Arc<EventStore>,
     /// The model version this process serves, swapped when a better one is published.
     pub models: ml::ServingModel,
-    /// Where queries read.
-    pub read_pool: PgPool,
-    /// The read model's position, for `Tm-Min-Position`.
-    pub positions: PositionWatch,
+    /// Where queries read (the primary, or a replica in front of it) and the position
+    /// `Tm-Min-Position` waits on there.
+    pub reads: ReadSource,
     /// Insights: the Redis cache in front of the computation from the read model.
     pub insights: Arc<InsightsService>,
     /// Bearer token verification.

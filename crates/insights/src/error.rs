@@ -24,3 +24,13 @@ impl InsightsError {
         matches!(self, InsightsError::CacheUnavailable(_))
     }
 }
+
+impl projections::ReadFailure for InsightsError {
+    fn is_database(&self) -> bool {
+        match self {
+            InsightsError::Database(_) => true,
+            InsightsError::ReadModel(error) => error.is_database(),
+            _ => false,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use domain::UserId;
-use sqlx::PgPool;
+use projections::ReadSource;
 use telemetry::metrics::InsightsLabels;
 use telemetry::Metrics;
 
@@ -49,19 +49,26 @@ pub struct Answer {
 /// Computing and caching insights.
 #[derive(Debug)]
 pub struct InsightsService {
-    pool: PgPool,
+    /// The read model (the primary, or a replica in front of it).
+    reads: ReadSource,
     cache: InsightsCache,
     metrics: Arc<Metrics>,
 }
 
 impl InsightsService {
-    /// A service reading `pool` and caching in `cache`.
-    pub fn new(pool: PgPool, cache: InsightsCache, metrics: Arc<Metrics>) -> Self {
+    /// A service reading `reads` and caching in `cache`.
+    pub fn new(reads: ReadSource, cache: InsightsCache, metrics: Arc<Metrics>) -> Self {
         Self {
-            pool,
+            reads,
             cache,
             metrics,
         }
+    }
+
+    /// Where the service reads, and the position to wait on before asking it for a position
+    /// (the worker waits there, so it waits on the database it then reads).
+    pub fn reads(&self) -> &ReadSource {
+        &self.reads
     }
 
     /// The cache, for erasure and tests.
@@ -69,11 +76,21 @@ impl InsightsService {
         &self.cache
     }
 
-    /// Computes `owner`'s insights from the read model, now.
-    pub async fn compute(&self, owner: &UserId) -> Result<Insights, InsightsError> {
+    /// Computes `owner`'s insights from the read model, now, reading a database that has
+    /// reached `at_least` when given (see [`ReadSource::query`]).
+    pub async fn compute(
+        &self,
+        owner: &UserId,
+        at_least: Option<u64>,
+    ) -> Result<Insights, InsightsError> {
         let started = Instant::now();
         let now = Utc::now();
-        let history = load_history(&self.pool, owner, now).await?;
+        let history = self
+            .reads
+            .query(at_least, |pool| async move {
+                load_history(&pool, owner, now).await
+            })
+            .await?;
         let insights = compute(&InsightsInput {
             tasks: &history.tasks,
             time_zone: &history.time_zone,
@@ -107,7 +124,7 @@ impl InsightsService {
             Ok(_) => CacheOutcome::Miss,
             Err(_) => CacheOutcome::Bypass,
         };
-        let insights = self.compute(owner).await?;
+        let insights = self.compute(owner, min_position).await?;
         let outcome = match outcome {
             // Redis just failed: do not pay its timeout a second time.
             CacheOutcome::Bypass => CacheOutcome::Bypass,
@@ -123,11 +140,12 @@ impl InsightsService {
         })
     }
 
-    /// Recomputes `owner`'s insights and caches them (the worker's refresh). Returns whether
-    /// the value was written (`false`: the cache already held a later position). Fails with
+    /// Recomputes `owner`'s insights from a read model at `at_least` or later (the position
+    /// the worker waited for) and caches them (the worker's refresh). Returns whether the
+    /// value was written (`false`: the cache already held a later position). Fails with
     /// [`InsightsError::CacheUnavailable`] when Redis does.
-    pub async fn refresh(&self, owner: &UserId) -> Result<bool, InsightsError> {
-        let insights = self.compute(owner).await?;
+    pub async fn refresh(&self, owner: &UserId, at_least: u64) -> Result<bool, InsightsError> {
+        let insights = self.compute(owner, Some(at_least)).await?;
         self.cache.store(owner, &insights).await
     }
 

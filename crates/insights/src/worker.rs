@@ -31,7 +31,6 @@ use async_nats::jetstream::{AckKind, Message};
 use domain::UserId;
 use eventstore::Naming;
 use futures::StreamExt;
-use projections::PositionWatch;
 use telemetry::metrics::{ConsumerLabels, InsightsLabels};
 use telemetry::Metrics;
 use tokio::task::JoinSet;
@@ -143,18 +142,18 @@ pub struct InsightsWorker {
 #[derive(Debug, Clone)]
 struct Refresher {
     service: Arc<InsightsService>,
-    positions: PositionWatch,
     metrics: Arc<Metrics>,
     options: WorkerOptions,
 }
 
 impl InsightsWorker {
-    /// A worker over the stream named by `naming`.
+    /// A worker over the stream named by `naming`. It waits for the read model on the
+    /// database the service reads ([`InsightsService::reads`]), so a refresh never reads a
+    /// replica that has not replayed the event yet.
     pub fn new(
         service: Arc<InsightsService>,
         jetstream: async_nats::jetstream::Context,
         naming: Naming,
-        positions: PositionWatch,
         metrics: Arc<Metrics>,
         options: WorkerOptions,
     ) -> Self {
@@ -163,7 +162,6 @@ impl InsightsWorker {
             naming,
             refresher: Refresher {
                 service,
-                positions,
                 metrics,
                 options,
             },
@@ -341,7 +339,8 @@ impl Refresher {
     async fn refresh(self, owner: UserId, waiting: Pending) {
         let retry = AckKind::Nak(Some(self.options.retry_after));
         let (outcome, ack) = match self
-            .positions
+            .service
+            .reads()
             .wait_for(waiting.position, self.options.read_model_wait)
             .await
         {
@@ -355,7 +354,7 @@ impl Refresher {
                 let _ = self.service.cache().forget(&owner).await;
                 ("read_model_behind", retry)
             }
-            Ok(_) => match self.service.refresh(&owner).await {
+            Ok(_) => match self.service.refresh(&owner, waiting.position).await {
                 Ok(true) => ("stored", AckKind::Ack),
                 Ok(false) => ("superseded", AckKind::Ack),
                 Err(error) if error.is_cache() => {

@@ -127,7 +127,7 @@ async fn an_unreachable_redis_fails_fast_and_later_calls_fail_at_once() {
 #[tokio::test]
 async fn the_service_misses_then_hits_and_never_serves_a_value_older_than_asked() {
     let world = world().await;
-    let service = world.service(world.cache());
+    let service = world.service(world.cache()).await;
     let alice = user("alice");
     let (task, _) = world.create(&alice, &["bug"]).await;
     let position = world.complete(&alice, task, 30).await;
@@ -162,7 +162,7 @@ async fn the_service_misses_then_hits_and_never_serves_a_value_older_than_asked(
 #[tokio::test]
 async fn with_redis_down_the_service_computes_from_postgres_and_says_bypass() {
     let world = world().await;
-    let service = world.service(world.cache_at("redis://127.0.0.1:1"));
+    let service = world.service(world.cache_at("redis://127.0.0.1:1")).await;
     let alice = user("alice");
     let (task, _) = world.create(&alice, &[]).await;
     let position = world.complete(&alice, task, 30).await;
@@ -173,7 +173,11 @@ async fn with_redis_down_the_service_computes_from_postgres_and_says_bypass() {
         assert_eq!(answer.cache, CacheOutcome::Bypass);
         assert_eq!(answer.insights.completion_rate_30d.completed, 1);
     }
-    assert!(service.refresh(&alice).await.unwrap_err().is_cache());
+    assert!(service
+        .refresh(&alice, position)
+        .await
+        .unwrap_err()
+        .is_cache());
     assert_eq!(
         world.metric(r#"taskmaster_insights_cache_requests_total{outcome="bypass"} "#),
         3

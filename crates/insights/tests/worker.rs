@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use common::{until, user, world, World};
 use insights::{InsightsCache, InsightsWorker, WorkerOptions};
-use projections::{PositionWatch, TASKS_PROJECTION};
 use tokio_util::sync::CancellationToken;
 
 /// Starts a worker on `world` with `cache`; cancel the token to stop it.
@@ -18,14 +17,10 @@ async fn start_worker(
     options: WorkerOptions,
 ) -> CancellationToken {
     let shutdown = CancellationToken::new();
-    let positions = PositionWatch::start(world.pool.clone(), TASKS_PROJECTION, shutdown.clone())
-        .await
-        .unwrap();
     let worker = InsightsWorker::new(
-        world.service(cache),
+        world.service(cache).await,
         world.store.jetstream().clone(),
         world.naming.clone(),
-        positions,
         world.metrics.clone(),
         options,
     );

@@ -55,6 +55,25 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Projecti
     Ok(pool)
 }
 
+/// A pool on a read replica, connecting lazily: a replica that is down, or has not replayed
+/// the database's creation yet, never keeps the process from starting (its queries go to the
+/// primary meanwhile, see [`crate::read_source`]). Its connections are named
+/// `application_name` unless `url` names them.
+pub fn connect_lazy(
+    url: &str,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool, ProjectionError> {
+    let mut options = PgConnectOptions::from_str(url)?;
+    if options.get_application_name().is_none() {
+        options = options.application_name(application_name);
+    }
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
 /// Applies every pending migration. Safe to run concurrently from several processes: sqlx
 /// takes an advisory lock.
 #[tracing::instrument(skip_all, err)]

@@ -27,7 +27,10 @@
 //! - [`replay`]: blue/green rebuilds into a shadow schema, swapped in with one transaction.
 //! - [`queries`]: what the API reads: one task, filtered and paginated lists.
 //! - [`verify`]: the read model compared with what the log implies, field by field.
-//! - [`position`]: waiting until the read model reaches a position (read-your-writes).
+//! - [`position`]: waiting until the read model reaches a position (read-your-writes), on
+//!   the primary (notifications) or on a replica (polling its checkpoints).
+//! - [`read_source`]: where queries read: the primary, or a streaming replica with fallback to
+//!   the primary.
 //! - [`error`]: the crate's one error enum.
 
 pub mod checkpoint;
@@ -41,6 +44,7 @@ pub mod leases;
 pub mod position;
 pub mod projector;
 pub mod queries;
+pub mod read_source;
 pub mod replay;
 pub mod task_rows;
 pub mod verify;
@@ -48,8 +52,9 @@ pub mod verify;
 pub use error::ProjectionError;
 pub use layout::Layout;
 pub use leases::LeaseOptions;
-pub use position::PositionWatch;
+pub use position::{Follow, PositionWatch};
 pub use projector::{Projector, ProjectorOptions};
+pub use read_source::{ReadFailure, ReadSource};
 
 /// The name of the tasks projection: its checkpoint rows, layout and metric label.
 pub const TASKS_PROJECTION: &str = "tasks";

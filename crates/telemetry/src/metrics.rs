@@ -71,6 +71,15 @@ pub struct InsightsLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a read-model query.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// Which database answered: `primary` (no replica configured), `replica`, or
+    /// `primary_fallback` (a replica is configured but was down, failed this query, or had
+    /// not replayed the position the query must see).
+    pub source: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.1 ms .. ~3.3 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -113,6 +122,9 @@ pub struct Metrics {
     pub insights_refreshes: Family<InsightsLabels, Counter>,
     /// Time to compute one user's insights from the read model.
     pub insights_compute_duration: Histogram,
+    /// Read-model queries (tasks, lists, insights) by the database that answered them; a
+    /// rising `primary_fallback` means the read replica is down or lagging.
+    pub read_queries: Family<ReadLabels, Counter>,
     /// The model version this process serves (0: none yet).
     pub model_version: Gauge,
     /// Holdout metrics of the served model: `mae`, `mdae` (minutes), `sa` (%), and the
@@ -232,6 +244,12 @@ impl Metrics {
             "Time to compute one user's insights from the read model",
             insights_compute_duration.clone(),
         );
+        let read_queries = Family::<ReadLabels, Counter>::default();
+        registry.register(
+            "read_queries",
+            "Read-model queries by the database that answered: primary, replica or primary_fallback",
+            read_queries.clone(),
+        );
         let model_version = Gauge::default();
         let model_holdout =
             Family::<ModelMetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -270,6 +288,7 @@ impl Metrics {
             insights_cache_requests,
             insights_refreshes,
             insights_compute_duration,
+            read_queries,
         }
     }
 

@@ -16,11 +16,12 @@ use crate::state::AppState;
 use crate::tasks::commands::task_id;
 use crate::tasks::dto::{HistoryEvent, TaskHistory, TaskList, TaskResponse};
 
-/// Waits for the read model to reach the client's `Tm-Min-Position`, or answers 504.
+/// Waits for the read model to reach the client's `Tm-Min-Position`, or answers 504. With a
+/// replica, that is the replica's copy (unless it is down), the one the query then reads.
 pub(crate) async fn wait_for_position(state: &AppState, min: MinPosition) -> Result<(), ApiError> {
     if let MinPosition(Some(requested)) = min {
         state
-            .positions
+            .reads
             .wait_for(requested, state.config.read_wait_timeout)
             .await
             .map_err(|behind| ApiError::ReadModelBehind {
@@ -133,7 +134,12 @@ pub async fn get_task(
         Some(point) => task_as_of(&state, &owner, id, point).await?,
         None => {
             wait_for_position(&state, min).await?;
-            queries::get_task(&state.read_pool, &owner, id)
+            let owner = &owner;
+            state
+                .reads
+                .query(min.0, |pool| async move {
+                    queries::get_task(&pool, owner, id).await
+                })
                 .await?
                 .ok_or(ApiError::NotFound)?
         }
@@ -274,7 +280,13 @@ pub async fn list_tasks(
 ) -> Result<Json<TaskList>, ApiError> {
     let query = list_query(&state, raw.as_deref())?;
     wait_for_position(&state, min).await?;
-    let page = queries::list_tasks(&state.read_pool, &owner, &query).await?;
+    let (owner, query) = (&owner, &query);
+    let page = state
+        .reads
+        .query(min.0, |pool| async move {
+            queries::list_tasks(&pool, owner, query).await
+        })
+        .await?;
     Ok(Json(TaskList {
         items: page.items.into_iter().map(TaskResponse::from).collect(),
         next_cursor: page.next.map(|c| c.encode()),

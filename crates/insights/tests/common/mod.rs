@@ -11,7 +11,9 @@ use domain::*;
 use eventstore::store::StoreOptions;
 use eventstore::{apply_stream_definitions, CommandMeta, EventStore, Naming, StreamOptions};
 use insights::{CacheOptions, InsightsCache, InsightsService};
-use projections::{database, Projector, ProjectorOptions};
+use projections::{
+    database, PositionWatch, Projector, ProjectorOptions, ReadSource, TASKS_PROJECTION,
+};
 use sqlx::PgPool;
 use telemetry::Metrics;
 use testkit::{NatsScope, RedisKeys, TestDatabase};
@@ -76,9 +78,18 @@ impl World {
         )
     }
 
-    pub fn service(&self, cache: InsightsCache) -> Arc<InsightsService> {
-        Arc::new(InsightsService::new(
+    /// A service reading this world's database (the primary; no replica), whose position
+    /// watch lives as long as the test.
+    pub async fn service(&self, cache: InsightsCache) -> Arc<InsightsService> {
+        let positions = PositionWatch::start(
             self.pool.clone(),
+            TASKS_PROJECTION,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        Arc::new(InsightsService::new(
+            ReadSource::new(self.pool.clone(), positions, self.metrics.clone()),
             cache,
             self.metrics.clone(),
         ))
