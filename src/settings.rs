@@ -392,8 +392,11 @@ mod tests {
             let error = settings(&[("TASKMASTER_NATS_URL", bad)]).unwrap_err();
             assert_eq!(error.variable, "TASKMASTER_NATS_URL", "{bad}");
         }
-        let error = settings(&[("TASKMASTER_NATS_URL", "nats://u:hunter2@a:1,ftp://u:hunter2@b:2")])
-            .unwrap_err();
+        let error = settings(&[(
+            "TASKMASTER_NATS_URL",
+            "nats://u:hunter2@a:1,ftp://u:hunter2@b:2",
+        )])
+        .unwrap_err();
         assert!(!error.message.contains("hunter2"), "{}", error.message);
     }
 

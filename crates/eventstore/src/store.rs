@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
-    consumer,
+    self, consumer,
     context::PublishErrorKind,
     message::PublishMessage,
     stream::{DirectGetErrorKind, LastRawMessageErrorKind},
@@ -345,7 +344,10 @@ impl EventStore {
         task_id: TaskId,
         meta: &CommandMeta,
     ) -> Result<Option<CommandOutcome>, StoreError> {
-        let Some(last) = self.last_sequence(subject, task_id, Freshness::Leader).await? else {
+        let Some(last) = self
+            .last_sequence(subject, task_id, Freshness::Leader)
+            .await?
+        else {
             return Ok(None);
         };
         let events = self.read_subject(subject, 1, last).await?;
