@@ -499,11 +499,15 @@ struct Attempt {
     /// The command's `Idempotency-Key` (which names it) and, for an error, the answer's body.
     key: String,
     body: Option<Value>,
+    /// When the answer came, by the clock JetStream stamps events with.
+    answered_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A command answered 2xx.
 #[derive(Debug, Clone)]
 struct Accepted {
+    /// The command's `Idempotency-Key`.
+    key: String,
     task: String,
     event_type: &'static str,
     version: u64,
@@ -558,6 +562,7 @@ async fn command(
             problem_json,
             key: key.to_owned(),
             body: body.clone().filter(|_| !matches!(status, Some(200 | 201))),
+            answered_at: chrono::Utc::now(),
         });
         match status {
             Some(200 | 201) => return body,
@@ -587,6 +592,7 @@ async fn client_loop(
     let mut n = 0;
     while !stop.is_cancelled() {
         n += 1;
+        let create_key = format!("c{client}-t{n}-create");
         let create = command(
             &journal,
             || {
@@ -594,12 +600,13 @@ async fn client_loop(
                     .bearer_auth(&token)
                     .json(&json!({ "title": format!("task {n} of client {client}"), "estimate_minutes": 30 }))
             },
-            &format!("c{client}-t{n}-create"),
+            &create_key,
         )
         .await;
         let Some(created) = create else { continue };
         let id = created["id"].as_str().unwrap().to_owned();
-        let record = |body: &Value, event_type: &'static str| Accepted {
+        let record = |body: &Value, event_type: &'static str, key: &str| Accepted {
+            key: key.to_owned(),
             task: id.clone(),
             event_type,
             version: body["version"].as_u64().unwrap(),
@@ -610,7 +617,7 @@ async fn client_loop(
             .lock()
             .unwrap()
             .accepted
-            .push(record(&created, "TaskCreated"));
+            .push(record(&created, "TaskCreated", &create_key));
         for (action, event_type, body) in [
             ("start", "TaskStarted", None),
             (
@@ -619,6 +626,7 @@ async fn client_loop(
                 Some(json!({ "actual_minutes": 25 })),
             ),
         ] {
+            let key = format!("c{client}-t{n}-{action}");
             let answer = command(
                 &journal,
                 || {
@@ -630,7 +638,7 @@ async fn client_loop(
                         None => request,
                     }
                 },
-                &format!("c{client}-t{n}-{action}"),
+                &key,
             )
             .await;
             match answer {
@@ -638,7 +646,7 @@ async fn client_loop(
                     .lock()
                     .unwrap()
                     .accepted
-                    .push(record(&answer, event_type)),
+                    .push(record(&answer, event_type, &key)),
                 None => {
                     journal.lock().unwrap().abandoned.insert(id.clone());
                     break;
@@ -994,6 +1002,21 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
         accepted_per_task.len(),
         "a task in the log that no create was accepted for"
     );
+    // Retries whose first attempt had in fact been stored (its ack lost with the leader): the
+    // duplicate check (Nats-Msg-Id) and the history lookup answered them, and the assertions
+    // above show they appended nothing more.
+    let absorbed = journal
+        .accepted
+        .iter()
+        .filter(|accepted| {
+            let stored = logged[&accepted.position].recorded_at;
+            journal
+                .attempts
+                .iter()
+                .any(|a| a.key == accepted.key && a.status == Some(503) && a.answered_at > stored)
+        })
+        .count();
+    eprintln!("{absorbed} retried commands had been stored by an attempt answered 503");
 
     // The read model equals the log: caught up, one row version per event, verify clean.
     let pool = projections::database::connect(&db.url, 2).await.unwrap();

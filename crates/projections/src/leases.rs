@@ -226,8 +226,15 @@ impl PartitionLeases {
                     *renewed = Instant::now();
                 }
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!(partition, "lost the lease of a partition");
-                    lost.push(partition);
+                    match self.own_revision(&self.key(total, partition)).await {
+                        // An earlier renewal was stored but its answer was lost (as when the
+                        // bucket's leader dies mid-request): the lease is still ours.
+                        Some(current) => *revision = current,
+                        None => {
+                            tracing::warn!(partition, "lost the lease of a partition");
+                            lost.push(partition);
+                        }
+                    }
                 }
                 Err(error) if renewed.elapsed() >= give_up_after => {
                     tracing::warn!(partition, %error, "could not renew a lease in time; letting the partition go");
@@ -238,6 +245,19 @@ impl PartitionLeases {
         }
         for partition in lost {
             held.remove(&partition);
+        }
+    }
+
+    /// The revision of `key` when its live value names this process.
+    async fn own_revision(&self, key: &str) -> Option<u64> {
+        match self.kv.entry(key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put
+                    && entry.value.as_ref() == self.member.as_bytes() =>
+            {
+                Some(entry.revision)
+            }
+            _ => None,
         }
     }
 
