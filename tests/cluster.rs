@@ -4,7 +4,7 @@
 //! (free loopback ports and a temporary store directory substituted), waits until the cluster
 //! has a meta leader, and points taskmaster at it the way a deployment does: the three URLs in
 //! `TASKMASTER_NATS_URL` and `TASKMASTER_NATS_REPLICAS=3`. The failover test SIGKILLs the
-//! server that leads the `TASKS` stream (and holds the application's connection) while clients
+//! server that leads the `TASKS` stream and hosts the projector's consumer while clients
 //! keep sending commands, and then checks what the design promises: commands fail only cleanly
 //! (503 or 409 problem+json, within a bounded time) and succeed again once a new leader is
 //! elected; every 2xx answer's event is in the log exactly once, retries included; the read
