@@ -222,3 +222,45 @@ async fn a_renewal_stored_but_whose_answer_was_lost_keeps_the_lease() {
     stop.cancel();
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_take_over_stored_but_whose_answer_was_lost_is_owned_at_once() {
+    let world = world().await;
+    let jetstream = world.store.jetstream().clone();
+    let options = LeaseOptions {
+        ttl: Duration::from_secs(5),
+        replicas: 1,
+    };
+    let keeper = PartitionLeases::open(
+        &jetstream,
+        &world.naming,
+        TASKS_PROJECTION,
+        "alone".into(),
+        options,
+    )
+    .await
+    .unwrap();
+    // What a create leaves when the bucket stored it and the answer never came back: the
+    // lease names this process, which does not know it holds it.
+    let kv = jetstream
+        .get_key_value(leases::bucket_name(&world.naming))
+        .await
+        .unwrap();
+    kv.create("tasks.2.0", "alone".into()).await.unwrap();
+    let (owned_tx, mut owned) = watch::channel(BTreeSet::new());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(keeper.run(2, owned_tx, stop.clone()));
+    // Both partitions are this process's well before that lease could lapse (5 s).
+    let both: BTreeSet<u16> = [0, 1].into();
+    tokio::time::timeout(Duration::from_secs(2), owned.wait_for(|o| *o == both))
+        .await
+        .expect("the stored lease was recognised as this process's")
+        .unwrap();
+    stop.cancel();
+    running.await.unwrap();
+    assert!(owned.borrow().is_empty(), "stopping hands everything back");
+    assert!(
+        kv.get("tasks.2.0").await.unwrap().is_none(),
+        "and deletes it"
+    );
+}
