@@ -23,7 +23,7 @@ use telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::Settings;
+use crate::settings::{without_credentials, Settings};
 
 /// The roles one process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,16 +95,12 @@ pub const START_POSTGRES: &str =
 pub const START_REDIS: &str =
     "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no";
 
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Connects to NATS, failing fast (with how to start it) when it is not there.
+///
+/// The client gets every server of `TASKMASTER_NATS_URL` and reconnects without end: when its
+/// server goes away it moves to another one of the list, or of the cluster's servers it has
+/// learnt since, and resubscribes; requests in flight on the lost connection fail with their
+/// own timeouts (a 503 for a command), never hang.
 pub async fn connect_nats(settings: &Settings) -> Result<async_nats::Client, Unreachable> {
     let unreachable = |cause: String| Unreachable {
         service: "NATS",
@@ -117,7 +113,7 @@ pub async fn connect_nats(settings: &Settings) -> Result<async_nats::Client, Unr
         .connection_timeout(Duration::from_secs(3))
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(&settings.nats_url);
+        .connect(settings.nats_servers.clone());
     let client = connecting.await.map_err(|e| unreachable(e.to_string()))?;
     // retry_on_initial_connect returns at once; wait (bounded) for the first connection.
     for _ in 0..30 {
@@ -511,6 +507,10 @@ mod tests {
         assert_eq!(
             without_credentials("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            without_credentials("nats://a:pw@n1:4222,nats://n2:4222,nats://a:pw@n3:4222"),
+            "nats://n1:4222,nats://n2:4222,nats://n3:4222"
         );
     }
 }

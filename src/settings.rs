@@ -67,8 +67,12 @@ pub struct Settings {
     pub environment: Environment,
     /// `TASKMASTER_HTTP_ADDR`.
     pub http_addr: SocketAddr,
-    /// `TASKMASTER_NATS_URL`.
+    /// `TASKMASTER_NATS_URL`, as given (for messages).
     pub nats_url: String,
+    /// The servers of `TASKMASTER_NATS_URL`, a comma-separated list: a cluster's clients name
+    /// several so the first connection works while one is down. Once connected the client also
+    /// learns the cluster's other servers from them, and reconnects to any of them.
+    pub nats_servers: Vec<async_nats::ServerAddr>,
     /// `TASKMASTER_NATS_PREFIX`: scopes every stream, subject, consumer and bucket name.
     pub nats_prefix: String,
     /// `TASKMASTER_NATS_REPLICAS`: stream replicas (3 on a cluster).
@@ -176,6 +180,11 @@ impl Settings {
                 })
             }
         };
+        let nats_url = get("TASKMASTER_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        let nats_servers = parse_nats_servers(&nats_url).map_err(|message| SettingsError {
+            variable: "TASKMASTER_NATS_URL",
+            message,
+        })?;
         let nats_prefix = get("TASKMASTER_NATS_PREFIX").unwrap_or_default();
         eventstore::Naming::new(&nats_prefix).map_err(|e| SettingsError {
             variable: "TASKMASTER_NATS_PREFIX",
@@ -282,7 +291,8 @@ impl Settings {
                 get("TASKMASTER_HTTP_ADDR"),
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
             )?,
-            nats_url: get("TASKMASTER_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats_url,
+            nats_servers,
             nats_prefix,
             nats_replicas: parse(
                 "TASKMASTER_NATS_REPLICAS",
@@ -331,6 +341,39 @@ fn otlp_endpoint(get: &impl Fn(&str) -> Option<String>) -> Option<String> {
     get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .filter(|v| !v.trim().is_empty())
+}
+
+/// Parses a comma-separated list of NATS server URLs (`nats://host:port`, or `host:port`).
+/// The client library takes one URL per string, so without the split a cluster's list would be
+/// refused as one malformed URL.
+pub fn parse_nats_servers(raw: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("{e} in {:?}", without_credentials(url)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("name at least one server, e.g. nats://127.0.0.1:4222".into());
+    }
+    Ok(servers)
+}
+
+/// A URL (or a comma-separated list of them, as `TASKMASTER_NATS_URL` may be) without the
+/// `user:password@` parts, for messages.
+pub(crate) fn without_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -383,6 +426,35 @@ mod tests {
         assert_eq!(endpoint(&[generic, ("OTEL_SDK_DISABLED", "TRUE")]), None);
         assert_eq!(endpoint(&[generic, ("OTEL_TRACES_EXPORTER", "none")]), None);
         assert_eq!(endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), None);
+    }
+
+    #[test]
+    fn the_nats_url_may_list_the_servers_of_a_cluster() {
+        let s = settings(&[(
+            "TASKMASTER_NATS_URL",
+            "nats://127.0.0.1:4301, nats://127.0.0.1:4302,127.0.0.1:4303",
+        )])
+        .unwrap();
+        let servers: Vec<(String, u16)> = s
+            .nats_servers
+            .iter()
+            .map(|a| (a.host().to_owned(), a.port()))
+            .collect();
+        assert_eq!(
+            servers,
+            [4301, 4302, 4303].map(|port| ("127.0.0.1".to_owned(), port))
+        );
+        assert_eq!(settings(&[]).unwrap().nats_servers.len(), 1);
+        for bad in ["nats://127.0.0.1:4301,http://127.0.0.1:4302", " , "] {
+            let error = settings(&[("TASKMASTER_NATS_URL", bad)]).unwrap_err();
+            assert_eq!(error.variable, "TASKMASTER_NATS_URL", "{bad}");
+        }
+        let error = settings(&[(
+            "TASKMASTER_NATS_URL",
+            "nats://u:hunter2@a:1,ftp://u:hunter2@b:2",
+        )])
+        .unwrap_err();
+        assert!(!error.message.contains("hunter2"), "{}", error.message);
     }
 
     #[test]

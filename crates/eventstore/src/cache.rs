@@ -45,6 +45,12 @@ impl StateCache {
         self.lock().get(&id).cloned()
     }
 
+    /// The stream sequence of the cached state, if any, without cloning the state: the least
+    /// the task's last sequence can be, whoever is asked.
+    pub fn sequence(&self, id: TaskId) -> Option<u64> {
+        self.lock().peek(&id).map(|entry| entry.sequence)
+    }
+
     /// Stores a state unless a newer one is already cached.
     pub fn put(&self, id: TaskId, entry: CachedTask) {
         let mut entries = self.lock();

@@ -26,6 +26,14 @@
 //! because tasks are short-lived aggregates (tens of events), where a snapshot store would add
 //! a second write per command for no gain; the cache gives the same effect without one.
 //!
+//! # On a cluster (R3 streams)
+//! Any replica answers a direct get, and a follower can be a few events behind the leader. So
+//! a "not found", or a last sequence older than the cached state, is confirmed with the
+//! leader (`STREAM.MSG.GET`); a retry after a lost race asks the leader; and a task's events
+//! are read up to the last sequence or not at all (a follower that lacks the tail hands over
+//! to an ordered consumer, which waits for it). A state folded from too few events is never
+//! returned, since its append would pass the expected-sequence check.
+//!
 //! # Layout
 //! - [`naming`]: stream, subject and bucket names under the configurable prefix.
 //! - [`definitions`]: the stream definition kept in `nats/streams/`, applied idempotently.

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
-    self, consumer, context::PublishErrorKind, message::PublishMessage, stream::DirectGetErrorKind,
+    self, consumer,
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{DirectGetErrorKind, LastRawMessageErrorKind},
 };
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -102,6 +105,15 @@ pub struct EventStore {
     options: StoreOptions,
     /// Append latency is recorded here when the process exposes metrics.
     metrics: Option<Arc<Metrics>>,
+}
+
+/// Whose answer a lookup of a task's last sequence needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Any replica's (a direct get), confirmed by the leader when it cannot be the latest.
+    Replica,
+    /// The stream leader's: after a lost race, and where an answer must match the first one.
+    Leader,
 }
 
 enum AppendError {
@@ -232,10 +244,16 @@ impl EventStore {
         loop {
             attempt += 1;
             // A create addresses a fresh id: skip the lookup, the append expects sequence 0.
+            // After a lost race, ask the stream's leader: a replica's answer may be what lost.
             let current = if is_create && attempt == 1 {
                 LoadedTask::default()
             } else {
-                self.load_subject(&subject, task_id).await?
+                let freshness = if attempt == 1 {
+                    Freshness::Replica
+                } else {
+                    Freshness::Leader
+                };
+                self.load_subject(&subject, task_id, freshness).await?
             };
             let decision = match expected_version {
                 Some(expected) if expected != current.version() => {
@@ -381,7 +399,10 @@ impl EventStore {
         task_id: TaskId,
         meta: &CommandMeta,
     ) -> Result<Option<CommandOutcome>, StoreError> {
-        let Some(last) = self.last_sequence(subject).await? else {
+        let Some(last) = self
+            .last_sequence(subject, task_id, Freshness::Leader)
+            .await?
+        else {
             return Ok(None);
         };
         let events = self.read_subject(subject, 1, last).await?;
@@ -400,11 +421,17 @@ impl EventStore {
     /// not its owner: the subject names the owner).
     pub async fn load(&self, owner: &UserId, task_id: TaskId) -> Result<LoadedTask, StoreError> {
         let subject = self.naming.task_subject(owner, task_id);
-        self.load_subject(&subject, task_id).await
+        self.load_subject(&subject, task_id, Freshness::Replica)
+            .await
     }
 
-    async fn load_subject(&self, subject: &str, task_id: TaskId) -> Result<LoadedTask, StoreError> {
-        let Some(last) = self.last_sequence(subject).await? else {
+    async fn load_subject(
+        &self,
+        subject: &str,
+        task_id: TaskId,
+        freshness: Freshness,
+    ) -> Result<LoadedTask, StoreError> {
+        let Some(last) = self.last_sequence(subject, task_id, freshness).await? else {
             return Ok(LoadedTask::default());
         };
         let (mut task, from) = match self.cache.get(task_id) {
@@ -443,17 +470,44 @@ impl EventStore {
         task_id: TaskId,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let subject = self.naming.task_subject(owner, task_id);
-        match self.last_sequence(&subject).await? {
+        match self
+            .last_sequence(&subject, task_id, Freshness::Replica)
+            .await?
+        {
             Some(last) => self.read_subject(&subject, 1, last).await,
             None => Ok(Vec::new()),
         }
     }
 
-    /// The stream sequence of the subject's last message, by one direct get.
-    async fn last_sequence(&self, subject: &str) -> Result<Option<u64>, StoreError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
+    /// The stream sequence of the subject's last message.
+    ///
+    /// Usually one direct get, which any replica of the stream may answer. A follower can be a
+    /// few events behind the leader (seen under load on a 3-node cluster: "no such task" for a
+    /// task whose create had been acknowledged milliseconds earlier), so an answer that cannot
+    /// be the latest is confirmed by the leader: "not found", or a sequence older than the
+    /// state this process already holds for the task. Any other answer is current enough: if
+    /// another process appended since, the append's expected sequence refuses the command and
+    /// the retry asks the leader ([`Freshness::Leader`]).
+    async fn last_sequence(
+        &self,
+        subject: &str,
+        task_id: TaskId,
+        freshness: Freshness,
+    ) -> Result<Option<u64>, StoreError> {
+        if freshness == Freshness::Replica {
+            let known = self.cache.sequence(task_id);
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(message) if known.is_none_or(|known| message.sequence >= known) => {
+                    return Ok(Some(message.sequence))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::unavailable(e)),
+            }
+        }
+        match self.stream.get_last_raw_message_by_subject(subject).await {
             Ok(message) => Ok(Some(message.sequence)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(StoreError::unavailable(e)),
         }
     }
@@ -466,6 +520,7 @@ impl EventStore {
         mut from: u64,
         until: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let wanted = from <= until;
         let mut events = Vec::new();
         while from <= until {
             if events.len() >= self.options.direct_read_limit {
@@ -478,7 +533,12 @@ impl EventStore {
                 .await
             {
                 Ok(message) => message,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                // The replica that answered has not stored `until` yet (see
+                // `last_sequence`): an ordered consumer waits for the rest instead.
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                    events.extend(self.read_with_consumer(subject, from, until).await?);
+                    break;
+                }
                 Err(e) => return Err(StoreError::unavailable(e)),
             };
             if message.sequence > until {
@@ -487,7 +547,18 @@ impl EventStore {
             from = message.sequence + 1;
             events.push(RawEvent::from(&message).decode(&self.naming)?);
         }
-        Ok(events)
+        // A state folded from fewer events than `until` would be taken for the current one
+        // (and its append would pass the expected-sequence check), so never return one.
+        match events.last() {
+            Some(last) if last.position != until => Err(StoreError::Unavailable(format!(
+                "read the task's events up to {} of {until}",
+                last.position
+            ))),
+            None if wanted => Err(StoreError::Unavailable(format!(
+                "the task's events up to {until} could not be read"
+            ))),
+            _ => Ok(events),
+        }
     }
 
     async fn read_with_consumer(

@@ -8,6 +8,10 @@
 //! renewed in time disappears on its own, so the partitions of a process that died move to the
 //! survivors within the TTL plus one renewal interval.
 //!
+//! A create or renewal whose answer was lost (the bucket's leader died mid-request) may still
+//! have been stored; a key whose live value names this process is therefore taken as its own,
+//! at the stored revision, rather than given up or waited out.
+//!
 //! Processes also keep a heartbeat key (`members.<projection>.<id>`, same TTL); each one aims at
 //! `ceil(partitions / members)` partitions, takes free ones when under, and hands back its
 //! highest ones when over, so the work spreads out as processes join and leave.
@@ -173,9 +177,21 @@ impl PartitionLeases {
                         continue;
                     }
                     let value = Bytes::from(self.member.clone());
-                    if let Ok(revision) = self.kv.create(self.key(total, partition), value).await {
-                        tracing::info!(partition, "took over a partition");
-                        held.insert(partition, (revision, Instant::now()));
+                    let key = self.key(total, partition);
+                    match self.kv.create(&key, value).await {
+                        Ok(revision) => {
+                            tracing::info!(partition, "took over a partition");
+                            held.insert(partition, (revision, Instant::now()));
+                        }
+                        // Taken, and by this process: an earlier create was stored but its
+                        // answer lost (the bucket's leader died mid-request).
+                        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                            if let Some(revision) = self.own_revision(&key).await {
+                                tracing::info!(partition, "took over a partition");
+                                held.insert(partition, (revision, Instant::now()));
+                            }
+                        }
+                        Err(_) => {}
                     }
                 }
             }
@@ -226,8 +242,15 @@ impl PartitionLeases {
                     *renewed = Instant::now();
                 }
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!(partition, "lost the lease of a partition");
-                    lost.push(partition);
+                    match self.own_revision(&self.key(total, partition)).await {
+                        // An earlier renewal was stored but its answer was lost (as when the
+                        // bucket's leader dies mid-request): the lease is still ours.
+                        Some(current) => *revision = current,
+                        None => {
+                            tracing::warn!(partition, "lost the lease of a partition");
+                            lost.push(partition);
+                        }
+                    }
                 }
                 Err(error) if renewed.elapsed() >= give_up_after => {
                     tracing::warn!(partition, %error, "could not renew a lease in time; letting the partition go");
@@ -238,6 +261,19 @@ impl PartitionLeases {
         }
         for partition in lost {
             held.remove(&partition);
+        }
+    }
+
+    /// The revision of `key` when its live value names this process.
+    async fn own_revision(&self, key: &str) -> Option<u64> {
+        match self.kv.entry(key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put
+                    && entry.value.as_ref() == self.member.as_bytes() =>
+            {
+                Some(entry.revision)
+            }
+            _ => None,
         }
     }
 

@@ -178,3 +178,89 @@ async fn a_lease_someone_else_holds_now_is_given_up_at_the_next_renewal_and_take
     running.await.unwrap();
     assert!(owned.borrow().is_empty(), "stopping hands everything back");
 }
+
+#[tokio::test]
+async fn a_renewal_stored_but_whose_answer_was_lost_keeps_the_lease() {
+    let world = world().await;
+    let jetstream = world.store.jetstream().clone();
+    let options = LeaseOptions {
+        ttl: Duration::from_millis(1_000),
+        replicas: 1,
+    };
+    let keeper = PartitionLeases::open(
+        &jetstream,
+        &world.naming,
+        TASKS_PROJECTION,
+        "alone".into(),
+        options,
+    )
+    .await
+    .unwrap();
+    let (owned_tx, mut owned) = watch::channel(BTreeSet::new());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(keeper.run(2, owned_tx, stop.clone()));
+    let both: BTreeSet<u16> = [0, 1].into();
+    owned.wait_for(|o| *o == both).await.unwrap();
+
+    // What a renewal leaves when the bucket stored it and the answer never came back (the
+    // bucket's leader died): a newer revision of the lease, still naming this process.
+    let kv = jetstream
+        .get_key_value(leases::bucket_name(&world.naming))
+        .await
+        .unwrap();
+    let stored = kv.put("tasks.2.0", "alone".into()).await.unwrap();
+    // Several renewals (one per 200 ms) later, the process still holds both partitions and
+    // has renewed the lease past that revision.
+    let changed = tokio::time::timeout(Duration::from_millis(1_500), async {
+        owned.wait_for(|o| *o != both).await.map(|o| o.clone())
+    })
+    .await;
+    assert!(changed.is_err(), "the lease was given up: {changed:?}");
+    let entry = kv.entry("tasks.2.0").await.unwrap().unwrap();
+    assert!(entry.revision > stored, "renewed after the stored one");
+    assert_eq!(entry.value.as_ref(), b"alone");
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_take_over_stored_but_whose_answer_was_lost_is_owned_at_once() {
+    let world = world().await;
+    let jetstream = world.store.jetstream().clone();
+    let options = LeaseOptions {
+        ttl: Duration::from_secs(5),
+        replicas: 1,
+    };
+    let keeper = PartitionLeases::open(
+        &jetstream,
+        &world.naming,
+        TASKS_PROJECTION,
+        "alone".into(),
+        options,
+    )
+    .await
+    .unwrap();
+    // What a create leaves when the bucket stored it and the answer never came back: the
+    // lease names this process, which does not know it holds it.
+    let kv = jetstream
+        .get_key_value(leases::bucket_name(&world.naming))
+        .await
+        .unwrap();
+    kv.create("tasks.2.0", "alone".into()).await.unwrap();
+    let (owned_tx, mut owned) = watch::channel(BTreeSet::new());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(keeper.run(2, owned_tx, stop.clone()));
+    // Both partitions are this process's well before that lease could lapse (5 s).
+    let both: BTreeSet<u16> = [0, 1].into();
+    tokio::time::timeout(Duration::from_secs(2), owned.wait_for(|o| *o == both))
+        .await
+        .expect("the stored lease was recognised as this process's")
+        .unwrap();
+    stop.cancel();
+    running.await.unwrap();
+    assert!(owned.borrow().is_empty(), "stopping hands everything back");
+    assert!(
+        kv.get("tasks.2.0").await.unwrap().is_none(),
+        "and deletes it"
+    );
+}

@@ -70,6 +70,13 @@ pub struct ProjectorOptions {
     /// which doubled the answer-to-read-model lag at 5,000 commands/s. Rebuilds, where
     /// throughput is all that counts, use [`REBUILD_LANES`] at least.
     pub lanes: usize,
+    /// How long the stream's consumer may deliver nothing while the stream holds events past
+    /// what it delivered before the projector reads the stream again. An ordered consumer
+    /// lives on one server: when that server dies, the client library notices only after two
+    /// missed idle heartbeats (30 s each), and until then the read model stands still (seen
+    /// when a 3-node cluster lost the server hosting it). Quiet time with nothing to deliver
+    /// costs one lookup per period.
+    pub stall_check: Duration,
 }
 
 impl Default for ProjectorOptions {
@@ -84,6 +91,7 @@ impl Default for ProjectorOptions {
             rebuild_on_layout_change: false,
             rebuild_retry: crate::replay::REBUILD_RETRY,
             lanes: 1,
+            stall_check: Duration::from_secs(2),
         }
     }
 }
@@ -408,6 +416,8 @@ impl Projector {
         tracing::info!(from, partitions = ?owned, "projector following the stream");
         let mut lanes = Lanes::start(self, layout, positions);
         let mut lanes_reached = lanes.reached.clone();
+        // The first stream sequence not delivered yet, for the stall check.
+        let mut next_expected = from;
         loop {
             let ownership = async {
                 match until.owned.as_mut() {
@@ -441,6 +451,17 @@ impl Projector {
                 }
                 failure = lanes.failure() => return Err(failure),
                 next = messages.next() => next,
+                _ = tokio::time::sleep(self.options.stall_check) => {
+                    if self.stream_holds_from(&stream, next_expected).await {
+                        lanes.finish().await?;
+                        return Err(ProjectionError::Stream(format!(
+                            "the stream holds events from {next_expected} on but none arrived \
+                             in {:?}; reading it again from the checkpoints",
+                            self.options.stall_check
+                        )));
+                    }
+                    continue;
+                }
             };
             let first = self.envelope(layout, first)?;
             let mut behind = first.as_ref().map_or(0, |e| e.pending);
@@ -475,9 +496,26 @@ impl Projector {
                 pending: newest.pending,
                 envelopes,
             };
+            next_expected = batch.last + 1;
             lanes.send(Arc::new(batch)).await?;
             *backoff = self.options.min_backoff;
         }
+    }
+
+    /// Whether the stream holds an event at or after `sequence`, asked of its leader. An
+    /// error (no leader yet, say) counts as no: the next check asks again.
+    async fn stream_holds_from(
+        &self,
+        stream: &async_nats::jetstream::stream::Stream,
+        sequence: u64,
+    ) -> bool {
+        stream
+            .raw_message_builder()
+            .sequence(sequence)
+            .next_by_subject(self.naming.all_events())
+            .send()
+            .await
+            .is_ok()
     }
 
     /// Applies consecutive batches of stream messages in one go; returns the new checkpoints.

