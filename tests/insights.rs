@@ -348,15 +348,7 @@ async fn insights_need_a_token_and_answer_504_when_the_read_model_cannot_catch_u
     assert_eq!(body["requested_position"], 1_000_000);
 
     // The document describes the answer, the score's definition and the header.
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.openapi().await;
     let ok = &spec["paths"]["/v1/insights"]["get"]["responses"]["200"];
     assert!(ok["headers"]["Tm-Cache"].is_object(), "{ok}");
     let schema = &spec["components"]["schemas"]["Insights"];

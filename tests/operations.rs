@@ -64,15 +64,7 @@ async fn metrics_count_requests_commands_and_the_projection() {
         r#"taskmaster_consumer_lag_events{consumer="ml"} 0"#,
     ];
     loop {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         let missing: Vec<&str> = sampled
             .iter()
             .copied()
@@ -92,15 +84,7 @@ async fn metrics_count_requests_commands_and_the_projection() {
 #[tokio::test]
 async fn every_operation_in_the_openapi_document_is_a_served_route_and_vice_versa() {
     let app = TestApp::spawn().await;
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.openapi().await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     let paths = spec["paths"].as_object().unwrap();
     let mut operations = Vec::new();

@@ -123,15 +123,7 @@ async fn completions_train_a_model_whose_predictions_the_api_serves_and_hot_swap
     assert_eq!(swapped["effort_minutes"], first["effort_minutes"]);
 
     // and /metrics says which version is served, how it did, and that training published
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!("taskmaster_model_version {}", published.version)),
         "{metrics}"

@@ -146,15 +146,7 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 async fn wait_until_workers_follow(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         let following = ["insights", "ml"].iter().all(|consumer| {
             text.contains(&format!(
                 "taskmaster_consumer_lag_events{{consumer=\"{consumer}\"}}"

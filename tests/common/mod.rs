@@ -106,6 +106,18 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The OpenAPI document this instance serves.
+    pub async fn openapi(&self) -> Value {
+        let response = self
+            .http
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }

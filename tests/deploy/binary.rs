@@ -123,15 +123,7 @@ fn openapi_get_routes() -> BTreeSet<String> {
             200,
             "GET /health/live of a fresh application"
         );
-        let document = app
-            .http
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let document = app.openapi().await;
         app.stop().await;
         document
     });
