@@ -76,7 +76,7 @@ pub async fn live_events(
     };
     let events = state
         .store
-        .read_from(Some(&owner), from)
+        .follow(Some(&owner), from, eventstore::follow::STALL_CHECK)
         .await?
         .filter_map(|item| {
             let event = match item {

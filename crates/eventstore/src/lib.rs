@@ -40,6 +40,8 @@
 //! - [`envelope`]: headers and the decoding of stored messages into [`RecordedEvent`]s.
 //! - [`cache`]: the bounded state cache.
 //! - [`store`]: [`EventStore`]: execute a command, load a task, read its history.
+//! - [`follow`]: following the stream live, read again when the server serving the reader is
+//!   lost.
 //! - [`transfer`]: export, import and tail as JSON lines.
 //! - [`error`]: the crate's one error enum.
 
@@ -47,6 +49,7 @@ pub mod cache;
 pub mod definitions;
 pub mod envelope;
 pub mod error;
+pub mod follow;
 pub mod naming;
 pub mod store;
 pub mod transfer;

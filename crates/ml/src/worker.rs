@@ -264,7 +264,10 @@ impl MlWorker {
             }
         }
         let mut last_retrain = Instant::now();
-        let messages = self.store.read_from(None, set.position() + 1).await?;
+        let messages = self
+            .store
+            .follow(None, set.position() + 1, eventstore::follow::STALL_CHECK)
+            .await?;
         futures::pin_mut!(messages);
         let mut tick =
             tokio::time::interval(Duration::from_secs(5).min(self.options.retrain_interval));
