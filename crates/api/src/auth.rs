@@ -325,7 +325,7 @@ impl JwksKeys {
     }
 }
 
-#[tracing::instrument(skip_all, fields(source = %source), err)]
+#[tracing::instrument(skip_all, fields(source = %source))]
 async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<KeySet, ApiError> {
     let bytes = match source {
         JwksSource::File(path) => tokio::fs::read(path)
@@ -770,10 +770,12 @@ mod tests {
         };
         let verifier = TokenVerifier::new(Some(SECRET), rules);
         let mut claims = Claims::for_user(&alice(), now(), 60);
+        claims.aud = Some("taskmaster".into());
         assert_eq!(
             refusal(verifier.verify(&mint_hs256_claims(SECRET, &claims))),
             "the token lacks the required claim `iss`"
         );
+        claims.aud = None;
         claims.iss = Some("https://id.example".into());
         assert_eq!(
             refusal(verifier.verify(&mint_hs256_claims(SECRET, &claims))),
