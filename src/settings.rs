@@ -608,6 +608,10 @@ mod tests {
             ("TASKMASTER_JWT_SECRET", "hunter2-hunter2"),
             ("DATABASE_URL", "postgres://u:hunter2-db@db:5432/x"),
             ("REDIS_URL", "redis://:hunter2-redis@cache:6379"),
+            (
+                "TASKMASTER_JWKS",
+                "https://u:hunter2-jwks@id.example/jwks?key=hunter2-query",
+            ),
         ])
         .unwrap();
         let debug = format!("{s:?}");

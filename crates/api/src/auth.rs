@@ -134,8 +134,9 @@ impl ClaimRules {
     }
 }
 
-/// Where a JSON Web Key Set comes from: `TASKMASTER_JWKS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a JSON Web Key Set comes from: `TASKMASTER_JWKS`. Its `Debug` is its `Display`: a
+/// URL may carry credentials or an access token, and settings are printed with `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum JwksSource {
     /// A file, re-read like a URL so a mounted secret can rotate.
     File(PathBuf),
@@ -157,6 +158,12 @@ impl JwksSource {
         } else {
             Ok(JwksSource::File(PathBuf::from(raw)))
         }
+    }
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwksSource({self})")
     }
 }
 
@@ -990,6 +997,8 @@ mod tests {
         let url = JwksSource::parse("https://user:pw@id.example/jwks?token=abc").unwrap();
         assert!(matches!(url, JwksSource::Url(_)));
         assert_eq!(url.to_string(), "https://id.example/jwks");
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("pw") && !debug.contains("abc"), "{debug}");
         assert!(JwksSource::parse("ftp://id.example/jwks").is_err());
         assert!(JwksSource::parse("https://").is_err());
     }
