@@ -963,6 +963,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_background_refresh_picks_up_rotated_keys_and_keeps_them_when_a_read_fails() {
+        let dir = std::env::temp_dir().join(format!("tm-jwks-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, fixture("jwks.json")).unwrap();
+        let verifier = Arc::new(
+            TokenVerifier::new(None, ClaimRules::default())
+                .with_jwks(JwksSource::File(path.clone()))
+                .await
+                .unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        let refresher = tokio::spawn({
+            let verifier = verifier.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                verifier
+                    .keep_keys_fresh(Duration::from_millis(20), shutdown)
+                    .await
+            }
+        });
+        let rotated_key = EncodingKey::from_rsa_pem(&fixture("rsa-other-private.pem")).unwrap();
+        let rotated = sign(
+            with_kid(Algorithm::RS256, Some("rsa-test-2")),
+            &Claims::for_user(&alice(), now(), 60),
+            &rotated_key,
+        );
+        assert!(verifier.verify(&rotated).is_err());
+        std::fs::write(&path, fixture("jwks-rotated.json")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // `verify` never re-reads by itself: only the background refresh can make this pass.
+        while verifier.verify(&rotated).is_err() {
+            assert!(Instant::now() < deadline, "the rotated key never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A broken file later: the keys held stay in use.
+        std::fs::write(&path, b"{ not json").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(verifier.verify(&rotated).unwrap(), alice());
+        shutdown.cancel();
+        refresher.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn an_unreadable_or_useless_jwks_is_a_one_line_error_naming_it() {
         let missing = TokenVerifier::new(None, ClaimRules::default())
             .with_jwks(jwks_file("no-such-file.json"))
