@@ -339,8 +339,17 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<KeySet, Ap
             .await
             .map_err(|e| ApiError::KeySet(format!("cannot read {source}: {e}")))?,
         JwksSource::Url(url) => {
+            // reqwest's own message ("error sending request") hides the cause in its
+            // sources: name them all, on one line, and never the URL's query.
             let unreachable = |e: reqwest::Error| {
-                ApiError::KeySet(format!("cannot fetch {source}: {}", e.without_url()))
+                let e = e.without_url();
+                let mut message = format!("cannot fetch {source}: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(inner) = cause {
+                    message.push_str(&format!(": {inner}"));
+                    cause = inner.source();
+                }
+                ApiError::KeySet(message.replace('\n', " "))
             };
             http.get(url.clone())
                 .header(reqwest::header::ACCEPT, "application/json")
