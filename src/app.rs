@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::auth::TokenVerifier;
+use api::auth::{TokenVerifier, JWKS_REFRESH_INTERVAL};
 use api::health::HealthProbes;
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
@@ -256,6 +256,27 @@ pub fn insights_cache(settings: &Settings, redis: &redis::Client) -> InsightsCac
     )
 }
 
+/// The API's token verifier: HS256 with `TASKMASTER_JWT_SECRET` when HS256 is on, and the keys
+/// of `TASKMASTER_JWKS` when set, read now so a missing file or an unreachable URL stops the
+/// start with one line naming it (see [`Settings::jwt_secret`] for when HS256 is on).
+pub async fn token_verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
+    let verifier = TokenVerifier::new(
+        settings
+            .jwt_secret
+            .as_ref()
+            .map(|secret| secret.expose().as_bytes()),
+        settings.jwt_claims.clone(),
+    );
+    match &settings.jwks {
+        None => Ok(verifier),
+        Some(source) => {
+            let verifier = verifier.with_jwks(source.clone()).await?;
+            tracing::info!(jwks = %source, hs256 = settings.jwt_secret.is_some(), "verifying tokens with the JWKS");
+            Ok(verifier)
+        }
+    }
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -266,6 +287,8 @@ pub struct Application {
     serving: Option<(ServingModel, ModelRegistry)>,
     ml_worker: Option<MlWorker>,
     insights: Option<InsightsWorker>,
+    /// The API's verifier, whose JWKS (if any) is re-read in the background.
+    verifier: Option<Arc<TokenVerifier>>,
     shutdown: CancellationToken,
 }
 
@@ -273,6 +296,12 @@ impl Application {
     /// Connects the dependencies (creating the database and streams as needed) and binds the
     /// HTTP listener.
     pub async fn build(settings: &Settings, roles: Roles) -> anyhow::Result<Self> {
+        // First: a bad key set is a configuration error, reported before any service is dialled.
+        let verifier = if roles.api {
+            Some(Arc::new(token_verifier(settings).await?))
+        } else {
+            None
+        };
         let client = connect_nats(settings).await?;
         let pool = prepare_database(settings).await?;
         let naming = apply_streams(settings, &client).await?;
@@ -319,9 +348,7 @@ impl Application {
                 models: models.clone(),
                 reads: reads.clone().context("the api role reads the read model")?,
                 insights: insights.clone().context("the api role has insights")?,
-                verifier: Arc::new(TokenVerifier::hs256(
-                    settings.jwt_secret.expose().as_bytes(),
-                )),
+                verifier: verifier.clone().context("the api role verifies tokens")?,
                 metrics: metrics.clone(),
                 config: Arc::new(ApiConfig {
                     read_wait_timeout: settings.read_wait_timeout,
@@ -387,6 +414,7 @@ impl Application {
             serving,
             ml_worker,
             insights,
+            verifier,
             shutdown,
         })
     }
@@ -428,6 +456,14 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+        let key_refresh = self.verifier.map(|verifier| {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                verifier
+                    .keep_keys_fresh(JWKS_REFRESH_INTERVAL, shutdown)
+                    .await
+            })
+        });
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown({
                 let shutdown = shutdown.clone();
@@ -448,6 +484,9 @@ impl Application {
         }
         if let Some(insights) = insights {
             insights.await.context("insights worker task")?;
+        }
+        if let Some(key_refresh) = key_refresh {
+            key_refresh.await.context("JWKS refresh task")?;
         }
         server.context("HTTP server")?;
         Ok(())

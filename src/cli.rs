@@ -230,16 +230,31 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             if settings.environment == Environment::Production {
                 anyhow::bail!("taskmaster token mints development tokens; it refuses to run with TASKMASTER_ENV=production");
             }
-            let token = api::auth::mint_hs256(
-                settings.jwt_secret.expose().as_bytes(),
-                &user,
-                chrono::Utc::now().timestamp(),
-                hours.clamp(1, 24 * 365) * 3600,
-            );
+            let token = development_token(&settings, &user, hours.clamp(1, 24 * 365) * 3600)?;
             println!("{token}");
             Ok(())
         }
     }
+}
+
+/// An HS256 token for `user` that this process's settings accept: signed with the secret in
+/// force and carrying the configured issuer and audience, so `taskmaster token` works with
+/// `TASKMASTER_JWT_ISSUER`/`TASKMASTER_JWT_AUDIENCE` set.
+fn development_token(
+    settings: &Settings,
+    user: &UserId,
+    ttl_seconds: i64,
+) -> anyhow::Result<String> {
+    let secret = settings.jwt_secret.as_ref().context(
+        "HS256 is off (TASKMASTER_JWKS is set without TASKMASTER_JWT_SECRET): get a token from the identity provider of the JWKS",
+    )?;
+    let mut claims = api::auth::Claims::for_user(user, chrono::Utc::now().timestamp(), ttl_seconds);
+    claims.iss = settings.jwt_claims.issuer.clone();
+    claims.aud = settings.jwt_claims.audience.clone();
+    Ok(api::auth::mint_hs256_claims(
+        secret.expose().as_bytes(),
+        &claims,
+    ))
 }
 
 async fn dev(settings: Settings) -> anyhow::Result<()> {
@@ -248,20 +263,27 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
         .context("starting taskmaster dev")?;
     let address = app.local_addr()?;
     let user = UserId::parse("dev-user").map_err(|e| anyhow::anyhow!(e.message))?;
-    let token = api::auth::mint_hs256(
-        settings.jwt_secret.expose().as_bytes(),
+    let token = development_token(
+        &settings,
         &user,
-        chrono::Utc::now().timestamp(),
         Duration::from_secs(24 * 3600).as_secs() as i64,
-    );
+    )
+    .ok();
     let url = format!("http://{address}");
     println!();
     println!(
         "  taskmaster is running at {url}   (api + projector + insights + ml, Ctrl-C to stop)"
     );
     println!();
-    println!("  token for user dev-user (24 h):");
-    println!("    export TOKEN={token}");
+    match &token {
+        Some(token) => {
+            println!("  token for user dev-user (24 h):");
+            println!("    export TOKEN={token}");
+        }
+        None => {
+            println!("  HS256 is off (TASKMASTER_JWKS without TASKMASTER_JWT_SECRET): use a token of your identity provider as TOKEN");
+        }
+    }
     println!();
     println!("  try:");
     println!(

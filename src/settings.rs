@@ -2,12 +2,14 @@
 //!
 //! Every variable has a default that reaches the local services, so `taskmaster dev` works on
 //! a fresh machine. A production setting (`TASKMASTER_ENV=production`) refuses to start with
-//! the development secret.
+//! the development secret (or a short one) whenever HS256 is on; with a JWKS and no secret it
+//! needs no secret at all.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use api::auth::{ClaimRules, JwksSource, DEFAULT_LEEWAY_SECONDS, MAX_LEEWAY_SECONDS};
 use telemetry::LogFormat;
 
 /// The JWT secret used when none is configured. Fine on a laptop, refused in production.
@@ -88,8 +90,17 @@ pub struct Settings {
     pub database_replica_url: Option<Secret>,
     /// `REDIS_URL`.
     pub redis_url: Secret,
-    /// `TASKMASTER_JWT_SECRET`.
-    pub jwt_secret: Secret,
+    /// `TASKMASTER_JWT_SECRET`: the HS256 secret, or none when HS256 is off. The rule: without
+    /// `TASKMASTER_JWKS`, HS256 is on with this secret or, in development, [`DEV_JWT_SECRET`];
+    /// with `TASKMASTER_JWKS`, HS256 is on only when this is set explicitly too.
+    pub jwt_secret: Option<Secret>,
+    /// `TASKMASTER_JWKS`: a file path or an http(s) URL of a JSON Web Key Set whose RS256 and
+    /// Ed25519 keys verify tokens, for an identity provider that signs with private keys.
+    pub jwks: Option<JwksSource>,
+    /// `TASKMASTER_JWT_LEEWAY_SECS` (default 30, at most 300): clock skew tolerated on `exp`
+    /// and `nbf`; `TASKMASTER_JWT_ISSUER` and `TASKMASTER_JWT_AUDIENCE` (optional): the `iss`
+    /// and `aud` every token must carry when set.
+    pub jwt_claims: ClaimRules,
     /// `TASKMASTER_READ_WAIT_MS`: how long `Tm-Min-Position` waits before 504.
     pub read_wait_timeout: Duration,
     /// `TASKMASTER_STATE_CACHE`: task states kept in memory by the API.
@@ -155,21 +166,50 @@ impl Settings {
                 })
             }
         };
-        let jwt_secret = get("TASKMASTER_JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.into());
+        let jwks = get("TASKMASTER_JWKS")
+            .map(|raw| JwksSource::parse(&raw))
+            .transpose()
+            .map_err(|message| SettingsError {
+                variable: "TASKMASTER_JWKS",
+                message,
+            })?;
+        let jwt_secret = match (get("TASKMASTER_JWT_SECRET"), &jwks) {
+            (Some(secret), _) => Some(secret),
+            (None, None) => Some(DEV_JWT_SECRET.to_owned()),
+            (None, Some(_)) => None,
+        };
         if environment == Environment::Production {
-            if jwt_secret == DEV_JWT_SECRET {
+            if jwt_secret.as_deref() == Some(DEV_JWT_SECRET) {
                 return Err(SettingsError {
                     variable: "TASKMASTER_JWT_SECRET",
-                    message: "production refuses the development secret; set a random secret of at least 32 bytes".into(),
+                    message: "production refuses the development secret; set a random secret of at least 32 bytes, or TASKMASTER_JWKS".into(),
                 });
             }
-            if jwt_secret.len() < 32 {
+            if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
                 return Err(SettingsError {
                     variable: "TASKMASTER_JWT_SECRET",
                     message: "production needs a secret of at least 32 bytes".into(),
                 });
             }
         }
+        let leeway_seconds: u64 = parse(
+            "TASKMASTER_JWT_LEEWAY_SECS",
+            get("TASKMASTER_JWT_LEEWAY_SECS"),
+            DEFAULT_LEEWAY_SECONDS,
+        )?;
+        if leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(SettingsError {
+                variable: "TASKMASTER_JWT_LEEWAY_SECS",
+                message: format!(
+                    "must be between 0 and {MAX_LEEWAY_SECONDS}, not {leeway_seconds}"
+                ),
+            });
+        }
+        let jwt_claims = ClaimRules {
+            leeway_seconds,
+            issuer: get("TASKMASTER_JWT_ISSUER").map(|v| v.trim().to_owned()),
+            audience: get("TASKMASTER_JWT_AUDIENCE").map(|v| v.trim().to_owned()),
+        };
         let log_format = match get("TASKMASTER_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -312,7 +352,9 @@ impl Settings {
             redis_url: Secret::new(
                 get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             ),
-            jwt_secret: Secret::new(jwt_secret),
+            jwt_secret: jwt_secret.map(Secret::new),
+            jwks,
+            jwt_claims,
             read_wait_timeout: Duration::from_millis(parse(
                 "TASKMASTER_READ_WAIT_MS",
                 get("TASKMASTER_READ_WAIT_MS"),
@@ -562,7 +604,89 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = settings(&[("TASKMASTER_JWT_SECRET", "hunter2-hunter2")]).unwrap();
-        assert!(!format!("{s:?}").contains("hunter2"));
+        let s = settings(&[
+            ("TASKMASTER_JWT_SECRET", "hunter2-hunter2"),
+            ("DATABASE_URL", "postgres://u:hunter2-db@db:5432/x"),
+            ("REDIS_URL", "redis://:hunter2-redis@cache:6379"),
+            (
+                "TASKMASTER_JWKS",
+                "https://u:hunter2-jwks@id.example/jwks?key=hunter2-query",
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("Secret([redacted])"), "{debug}");
+    }
+
+    #[test]
+    fn hs256_is_on_by_default_and_off_with_a_jwks_unless_a_secret_is_set_too() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(
+            s.jwt_secret.as_ref().map(Secret::expose),
+            Some(DEV_JWT_SECRET)
+        );
+        assert_eq!(s.jwks, None);
+        let s = settings(&[("TASKMASTER_JWKS", "/etc/taskmaster/jwks.json")]).unwrap();
+        assert!(s.jwt_secret.is_none());
+        assert_eq!(
+            s.jwks,
+            Some(JwksSource::File("/etc/taskmaster/jwks.json".into()))
+        );
+        let s = settings(&[
+            (
+                "TASKMASTER_JWKS",
+                "https://id.example/.well-known/jwks.json",
+            ),
+            ("TASKMASTER_JWT_SECRET", "explicit-secret"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.jwt_secret.as_ref().map(Secret::expose),
+            Some("explicit-secret")
+        );
+        assert!(matches!(s.jwks, Some(JwksSource::Url(_))));
+        assert_eq!(
+            settings(&[("TASKMASTER_JWKS", "ftp://id.example/jwks")])
+                .unwrap_err()
+                .variable,
+            "TASKMASTER_JWKS"
+        );
+    }
+
+    #[test]
+    fn production_with_a_jwks_needs_no_secret_but_still_refuses_a_weak_one() {
+        let jwks = ("TASKMASTER_JWKS", "https://id.example/jwks");
+        let production = ("TASKMASTER_ENV", "production");
+        assert!(settings(&[production, jwks]).unwrap().jwt_secret.is_none());
+        for weak in [DEV_JWT_SECRET, "short"] {
+            let error = settings(&[production, jwks, ("TASKMASTER_JWT_SECRET", weak)]).unwrap_err();
+            assert_eq!(error.variable, "TASKMASTER_JWT_SECRET", "{weak}");
+        }
+    }
+
+    #[test]
+    fn the_leeway_is_bounded_and_issuer_and_audience_are_optional() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.jwt_claims, ClaimRules::default());
+        assert_eq!(s.jwt_claims.leeway_seconds, 30);
+        let s = settings(&[
+            ("TASKMASTER_JWT_LEEWAY_SECS", "0"),
+            ("TASKMASTER_JWT_ISSUER", "https://id.example"),
+            ("TASKMASTER_JWT_AUDIENCE", "taskmaster"),
+        ])
+        .unwrap();
+        assert_eq!(s.jwt_claims.leeway_seconds, 0);
+        assert_eq!(s.jwt_claims.issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(s.jwt_claims.audience.as_deref(), Some("taskmaster"));
+        for value in ["301", "-1", "half a minute"] {
+            assert_eq!(
+                settings(&[("TASKMASTER_JWT_LEEWAY_SECS", value)])
+                    .unwrap_err()
+                    .variable,
+                "TASKMASTER_JWT_LEEWAY_SECS",
+                "{value}"
+            );
+        }
     }
 }

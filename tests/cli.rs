@@ -25,6 +25,91 @@ fn token_prints_a_token_that_the_api_accepts() {
 }
 
 #[test]
+fn token_mints_for_the_configured_issuer_and_audience() {
+    let output = taskmaster()
+        .env("TASKMASTER_JWT_ISSUER", "https://id.example")
+        .env("TASKMASTER_JWT_AUDIENCE", "taskmaster")
+        .args(["token", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap();
+    let rules = api::auth::ClaimRules {
+        issuer: Some("https://id.example".into()),
+        audience: Some("taskmaster".into()),
+        ..api::auth::ClaimRules::default()
+    };
+    let verifier =
+        api::auth::TokenVerifier::new(Some(b"cli-test-secret-0123456789abcdef0123"), rules);
+    assert_eq!(verifier.verify(token.trim()).unwrap().as_str(), "alice");
+    // Without those claims the plain verifier would refuse it as meant for an audience.
+    let plain = api::auth::TokenVerifier::hs256(b"cli-test-secret-0123456789abcdef0123");
+    assert!(plain.verify(token.trim()).is_err());
+}
+
+#[test]
+fn token_refuses_when_a_jwks_turned_hs256_off() {
+    let output = taskmaster()
+        .env_remove("TASKMASTER_JWT_SECRET")
+        .env("TASKMASTER_JWKS", "/nonexistent/jwks.json")
+        .args(["token", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HS256 is off"), "{stderr}");
+}
+
+#[test]
+fn an_unreadable_jwks_stops_the_start_with_one_line_naming_it_even_in_production() {
+    // Production with a JWKS and no secret passes the settings: the next thing to fail is the
+    // missing file, named on one line, before any service is dialled.
+    let output = taskmaster()
+        .env("TASKMASTER_ENV", "production")
+        .env_remove("TASKMASTER_JWT_SECRET")
+        .env("TASKMASTER_JWKS", "/nonexistent/taskmaster-jwks.json")
+        .env("TASKMASTER_NATS_URL", "nats://127.0.0.1:1")
+        .args(["serve", "--roles", "api"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: TASKMASTER_JWKS: cannot read /nonexistent/taskmaster-jwks.json"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TASKMASTER_JWT_SECRET"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_jwks_url_stops_the_start_naming_the_url() {
+    let output = taskmaster()
+        .env(
+            "TASKMASTER_JWKS",
+            "http://127.0.0.1:1/jwks.json?access=hunter2",
+        )
+        .env("TASKMASTER_NATS_URL", "nats://127.0.0.1:1")
+        .args(["serve", "--roles", "api"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: TASKMASTER_JWKS: cannot fetch http://127.0.0.1:1/jwks.json"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn a_bad_user_id_is_a_one_line_error() {
     let output = taskmaster()
         .args(["token", "--user", "a.b"])

@@ -7,7 +7,8 @@
 //! - [`live`]: the user's events as server-sent events.
 //! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
-//! - [`auth`]: bearer JWT verification and minting of development tokens.
+//! - [`auth`]: bearer JWT verification (HS256 with a secret, RS256/EdDSA with the keys of a
+//!   JWKS file or URL) and minting of development tokens.
 //! - [`extract`]: extractors that fail with problem+json (JSON bodies, command headers,
 //!   `Tm-Min-Position`).
 //! - [`problem`]: [`ApiError`], the one error type, answered as `application/problem+json`.

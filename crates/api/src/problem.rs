@@ -118,6 +118,11 @@ pub enum ApiError {
     /// 500: a bug or corrupt data; logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// At start or on a refresh: the JWKS of `TASKMASTER_JWKS` cannot be read or holds no
+    /// usable key. The message names the file or URL (without credentials) so a start fails
+    /// with one line saying what to fix; it is never answered to a client as it is.
+    #[error("TASKMASTER_JWKS: {0}")]
+    KeySet(String),
 }
 
 impl ApiError {
@@ -142,7 +147,7 @@ impl ApiError {
             ApiError::NoModelYet => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReadModelBehind { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::KeySet(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -225,7 +230,7 @@ impl ApiError {
                     ),
                 )
             },
-            ApiError::Internal(_) => problem(
+            ApiError::Internal(_) | ApiError::KeySet(_) => problem(
                 "internal",
                 "Internal error",
                 "something went wrong on our side; it has been logged".into(),
@@ -238,6 +243,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::KeySet(cause) => tracing::error!(%cause, "key set unusable"),
             ApiError::Unavailable { dependency, cause } => {
                 tracing::warn!(dependency, %cause, "dependency unavailable")
             }
