@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::auth::TokenVerifier;
 use api::health::HealthProbes;
+use api::rate_limit::{RateLimitOptions, RateLimiter};
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
@@ -256,6 +257,26 @@ pub fn insights_cache(settings: &Settings, redis: &redis::Client) -> InsightsCac
     )
 }
 
+/// The rate limiter of a deployment: the limits of the settings, keys under the NATS prefix
+/// like the insights cache, on the same Redis.
+pub fn rate_limiter(
+    settings: &Settings,
+    redis: &redis::Client,
+    metrics: &Arc<Metrics>,
+) -> RateLimiter {
+    RateLimiter::new(
+        redis.clone(),
+        RateLimitOptions {
+            prefix: settings.nats_prefix.clone(),
+            user: settings.rate_limit_user,
+            ip: settings.rate_limit_ip,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            ..RateLimitOptions::default()
+        },
+        metrics.clone(),
+    )
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -323,6 +344,7 @@ impl Application {
                     settings.jwt_secret.expose().as_bytes(),
                 )),
                 metrics: metrics.clone(),
+                rate_limiter: Arc::new(rate_limiter(settings, &redis, &metrics)),
                 config: Arc::new(ApiConfig {
                     read_wait_timeout: settings.read_wait_timeout,
                     ..ApiConfig::default()
@@ -428,7 +450,12 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
-        let server = axum::serve(self.listener, self.router)
+        // With the peer address: the rate limiter keys clients by it.
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown({
                 let shutdown = shutdown.clone();
                 async move { shutdown.cancelled().await }
