@@ -609,7 +609,10 @@ mod tests {
     fn rate_limits_have_defaults_zero_turns_them_off_and_bad_values_are_one_line() {
         let s = settings(&[]).unwrap();
         let user = s.rate_limit_user.unwrap();
-        assert_eq!((user.limit, user.period, user.burst), (1200, Duration::from_secs(60), 1200));
+        assert_eq!(
+            (user.limit, user.period, user.burst),
+            (1200, Duration::from_secs(60), 1200)
+        );
         assert_eq!(s.rate_limit_ip.unwrap().limit, 6000);
         assert!(s.trusted_proxies.is_empty());
         let s = settings(&[
@@ -620,7 +623,10 @@ mod tests {
         ])
         .unwrap();
         let user = s.rate_limit_user.unwrap();
-        assert_eq!((user.limit, user.period, user.burst), (3, Duration::from_secs(1), 1));
+        assert_eq!(
+            (user.limit, user.period, user.burst),
+            (3, Duration::from_secs(1), 1)
+        );
         assert_eq!(s.rate_limit_ip, None);
         assert_eq!(s.trusted_proxies.len(), 2);
         for (variable, value) in [

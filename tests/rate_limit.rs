@@ -151,7 +151,10 @@ async fn an_address_limit_applies_to_unauthenticated_requests_and_not_to_operati
         .unwrap();
     let limited = &spec["paths"]["/v1/tasks"]["post"]["responses"]["429"];
     assert!(limited["headers"]["Retry-After"].is_object(), "{limited}");
-    assert!(limited["headers"]["RateLimit-Remaining"].is_object(), "{limited}");
+    assert!(
+        limited["headers"]["RateLimit-Remaining"].is_object(),
+        "{limited}"
+    );
     assert!(
         limited["content"]["application/problem+json"].is_object(),
         "{limited}"

@@ -90,4 +90,3 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
-

@@ -121,9 +121,13 @@ pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
         openapi,
     });
     if let Some(app) = app {
-        let limited = api_router
-            .with_state(app.clone())
-            .layer(axum::middleware::from_fn_with_state(app, rate_limit::enforce));
+        let limited =
+            api_router
+                .with_state(app.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    app,
+                    rate_limit::enforce,
+                ));
         router = router.merge(limited);
     }
     router
@@ -159,10 +163,22 @@ fn document_rate_limits(spec: &mut utoipa::openapi::OpenApi) {
             "Too many requests: the user (the token's subject) or the client address is over its \
              rate limit. Retry after `Retry-After` seconds.",
         )
-        .header("Retry-After", header("Seconds until a request would be allowed"))
-        .header("RateLimit-Limit", header("Requests per window of the deciding limit"))
-        .header("RateLimit-Remaining", header("Requests left in the window (0 here)"))
-        .header("RateLimit-Reset", header("Seconds until the quota is whole again"))
+        .header(
+            "Retry-After",
+            header("Seconds until a request would be allowed"),
+        )
+        .header(
+            "RateLimit-Limit",
+            header("Requests per window of the deciding limit"),
+        )
+        .header(
+            "RateLimit-Remaining",
+            header("Requests left in the window (0 here)"),
+        )
+        .header(
+            "RateLimit-Reset",
+            header("Seconds until the quota is whole again"),
+        )
         .header("RateLimit-Policy", policy)
         .content(
             problem::PROBLEM_JSON,

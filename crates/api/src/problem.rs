@@ -110,7 +110,7 @@ pub enum ApiError {
     /// 503: a dependency is down; retry later.
     #[error("{dependency} unavailable: {cause}")]
     Unavailable {
-        /// `nats` or `postgres`.
+        /// `nats` or `postgres` (or `redis` inside the rate limiter, which never answers it).
         dependency: &'static str,
         /// The cause, for the log only.
         cause: String,

@@ -130,7 +130,9 @@ impl Quota {
             None => (raw, Duration::from_secs(60)),
         };
         let limit: u32 = count.parse().map_err(|_| {
-            format!("expected requests per minute (e.g. 600) or per period (e.g. 600/1m), not {raw:?}")
+            format!(
+                "expected requests per minute (e.g. 600) or per period (e.g. 600/1m), not {raw:?}"
+            )
         })?;
         if limit == 0 {
             return Ok(None);
@@ -139,7 +141,11 @@ impl Quota {
             None => limit,
             Some(value) => match value.parse::<u32>() {
                 Ok(burst) if burst >= 1 => burst,
-                _ => return Err(format!("the burst must be a positive integer, not {value:?}")),
+                _ => {
+                    return Err(format!(
+                        "the burst must be a positive integer, not {value:?}"
+                    ))
+                }
             },
         };
         let quota = Quota {
@@ -176,16 +182,12 @@ impl Quota {
 }
 
 fn parse_period(raw: &str) -> Result<Duration, String> {
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(raw.len());
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);
     let number: u64 = if number.is_empty() {
         1
     } else {
-        number
-            .parse()
-            .map_err(|_| format!("bad period {raw:?}"))?
+        number.parse().map_err(|_| format!("bad period {raw:?}"))?
     };
     let period = match unit {
         "ms" => Duration::from_millis(number),
@@ -435,20 +437,23 @@ impl RateLimiter {
             return Err(unavailable(format!("unexpected script answer {answer:?}")));
         }
         let allowed = answer[0] == 1;
-        let figures = limits
-            .iter()
-            .zip(answer[1..].chunks(3))
-            .map(|((scope, quota, _), values)| Figures {
-                scope: *scope,
-                quota: *quota,
-                remaining: values[0].max(0) as u64,
-                reset_micros: values[1].max(0) as u64,
-                retry_micros: values[2].max(0) as u64,
-            });
+        let figures =
+            limits
+                .iter()
+                .zip(answer[1..].chunks(3))
+                .map(|((scope, quota, _), values)| Figures {
+                    scope: *scope,
+                    quota: *quota,
+                    remaining: values[0].max(0) as u64,
+                    reset_micros: values[1].max(0) as u64,
+                    retry_micros: values[2].max(0) as u64,
+                });
         Ok(Some(if allowed {
-            Decision::Allowed(figures.min_by_key(|f| f.remaining).unwrap_or_else(|| {
-                unreachable!("limits is not empty")
-            }))
+            Decision::Allowed(
+                figures
+                    .min_by_key(|f| f.remaining)
+                    .unwrap_or_else(|| unreachable!("limits is not empty")),
+            )
         } else {
             let figures: Vec<Figures> = figures.collect();
             let refusing = figures
@@ -609,10 +614,7 @@ mod tests {
         );
         assert_eq!(q.interval_micros(), 100_000);
         let q = Quota::parse("5/2s", Some("2")).unwrap().unwrap();
-        assert_eq!(
-            (q.limit, q.period, q.burst),
-            (5, Duration::from_secs(2), 2)
-        );
+        assert_eq!((q.limit, q.period, q.burst), (5, Duration::from_secs(2), 2));
         assert_eq!(
             Quota::parse("10/m", None).unwrap().unwrap().period,
             Duration::from_secs(60)
