@@ -220,3 +220,29 @@ async fn with_redis_dead_requests_are_served_unlimited_quickly_and_counted_then_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_address_limit() {
+    // The test client connects from loopback: here that is the proxy.
+    let app = TestApp::spawn_with(&[
+        ("TASKMASTER_RATE_LIMIT_USER", "0"),
+        ("TASKMASTER_RATE_LIMIT_IP", "1/1m"),
+        ("TASKMASTER_TRUSTED_PROXIES", "127.0.0.0/8,::1"),
+    ])
+    .await;
+    let token = app.token("pat");
+    let through = |client: &'static str| {
+        app.http
+            .get(app.url("/v1/tasks"))
+            .bearer_auth(&token)
+            .header("X-Forwarded-For", client)
+            .send()
+    };
+    assert_eq!(through("203.0.113.1").await.unwrap().status(), 200);
+    problem(through("203.0.113.1").await.unwrap(), 429).await;
+    // Another client behind the same proxy is not held back by the first one.
+    assert_eq!(through("203.0.113.2").await.unwrap().status(), 200);
+    // What the client put left of the proxy's entry does not pick the key.
+    problem(through("6.6.6.6, 203.0.113.2").await.unwrap(), 429).await;
+    app.stop().await;
+}
