@@ -448,23 +448,16 @@ impl RateLimiter {
                     reset_micros: values[1].max(0) as u64,
                     retry_micros: values[2].max(0) as u64,
                 });
-        Ok(Some(if allowed {
-            Decision::Allowed(
-                figures
-                    .min_by_key(|f| f.remaining)
-                    .unwrap_or_else(|| unreachable!("limits is not empty")),
-            )
+        // Allowed: the tightest limit speaks for the answer. Refused: the limit that refused
+        // (the longest wait when both did).
+        let decision = if allowed {
+            figures.min_by_key(|f| f.remaining).map(Decision::Allowed)
         } else {
-            let figures: Vec<Figures> = figures.collect();
-            let refusing = figures
-                .iter()
-                .filter(|f| f.retry_micros > 0)
+            figures
                 .max_by_key(|f| f.retry_micros)
-                .or(figures.first())
-                .copied()
-                .unwrap_or_else(|| unreachable!("limits is not empty"));
-            Decision::Limited(refusing)
-        }))
+                .map(Decision::Limited)
+        };
+        Ok(decision)
     }
 
     fn count(&self, outcome: &'static str) {
