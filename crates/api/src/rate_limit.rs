@@ -395,6 +395,8 @@ impl RateLimiter {
     }
 
     /// Checks and takes one request from each applicable limit. `None` when no limit applies.
+    /// Errors are logged at debug only: [`Self::warn_unavailable`] says it once per interval.
+    #[tracing::instrument(name = "rate_limit.decide", skip_all, fields(user = user.map(|u| u.as_str())), err(level = "debug"))]
     async fn decide(
         &self,
         user: Option<&UserId>,
