@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::auth::{TokenVerifier, JWKS_REFRESH_INTERVAL};
 use api::health::HealthProbes;
+use api::rate_limit::{RateLimitOptions, RateLimiter};
 use api::{ApiConfig, AppState, OpsStateParts};
 use eventstore::store::StoreOptions;
 use eventstore::{EventStore, Naming, StreamOptions};
@@ -277,6 +278,26 @@ pub async fn token_verifier(settings: &Settings) -> anyhow::Result<TokenVerifier
     }
 }
 
+/// The rate limiter of a deployment: the limits of the settings, keys under the NATS prefix
+/// like the insights cache, on the same Redis.
+pub fn rate_limiter(
+    settings: &Settings,
+    redis: &redis::Client,
+    metrics: &Arc<Metrics>,
+) -> RateLimiter {
+    RateLimiter::new(
+        redis.clone(),
+        RateLimitOptions {
+            prefix: settings.nats_prefix.clone(),
+            user: settings.rate_limit_user,
+            ip: settings.rate_limit_ip,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            ..RateLimitOptions::default()
+        },
+        metrics.clone(),
+    )
+}
+
 /// A built application: listener bound, dependencies connected, roles ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -350,6 +371,7 @@ impl Application {
                 insights: insights.clone().context("the api role has insights")?,
                 verifier: verifier.clone().context("the api role verifies tokens")?,
                 metrics: metrics.clone(),
+                rate_limiter: Arc::new(rate_limiter(settings, &redis, &metrics)),
                 config: Arc::new(ApiConfig {
                     read_wait_timeout: settings.read_wait_timeout,
                     ..ApiConfig::default()
@@ -464,12 +486,17 @@ impl Application {
                     .await
             })
         });
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            })
-            .await;
+        // With the peer address: the rate limiter keys clients by it.
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
+        .await;
         shutdown.cancel();
         if let Some(projector) = projector {
             projector.await.context("projector task")?;

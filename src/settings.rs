@@ -21,6 +21,12 @@ pub const MAX_INSIGHTS_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Longest insights debounce accepted: a minute, so a refresh is never put off for long.
 pub const MAX_INSIGHTS_DEBOUNCE_MS: u64 = 60_000;
 
+/// Default `TASKMASTER_RATE_LIMIT_USER`: far above what a person's client sends, low enough
+/// that one runaway script cannot take a replica's capacity from everyone else.
+pub const DEFAULT_RATE_LIMIT_USER: &str = "1200/1m";
+/// Default `TASKMASTER_RATE_LIMIT_IP`.
+pub const DEFAULT_RATE_LIMIT_IP: &str = "6000/1m";
+
 /// A secret value that never prints.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -121,6 +127,16 @@ pub struct Settings {
     /// `TASKMASTER_INSIGHTS_DEBOUNCE_MS`: quiet time after a user's last event before the
     /// insights worker refreshes their cached insights (a burst gives one refresh).
     pub insights_debounce: Duration,
+    /// `TASKMASTER_RATE_LIMIT_USER` (+ `_BURST`): requests per authenticated user, default
+    /// `1200/1m` (20 a second sustained, bursts of 1200); `0` turns the limit off.
+    pub rate_limit_user: Option<api::rate_limit::Quota>,
+    /// `TASKMASTER_RATE_LIMIT_IP` (+ `_BURST`): requests per client address on every `/v1`
+    /// route, with or without a valid token, default `6000/1m`; higher than the user's
+    /// because one address can front many users (an office behind NAT); `0` turns it off.
+    pub rate_limit_ip: Option<api::rate_limit::Quota>,
+    /// `TASKMASTER_TRUSTED_PROXIES`: comma-separated CIDRs of the proxies whose
+    /// `X-Forwarded-For` names the client; empty (default): only the socket peer is used.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `TASKMASTER_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -319,8 +335,37 @@ impl Settings {
                 ),
             });
         }
+        let quota = |variable: &'static str, burst: &'static str, default: &str| {
+            let raw = get(variable).unwrap_or_else(|| default.to_owned());
+            api::rate_limit::Quota::parse(&raw, get(burst).as_deref()).map_err(|message| {
+                SettingsError {
+                    variable,
+                    message: message.replace('\n', " "),
+                }
+            })
+        };
+        let rate_limit_user = quota(
+            "TASKMASTER_RATE_LIMIT_USER",
+            "TASKMASTER_RATE_LIMIT_USER_BURST",
+            DEFAULT_RATE_LIMIT_USER,
+        )?;
+        let rate_limit_ip = quota(
+            "TASKMASTER_RATE_LIMIT_IP",
+            "TASKMASTER_RATE_LIMIT_IP_BURST",
+            DEFAULT_RATE_LIMIT_IP,
+        )?;
+        let trusted_proxies = api::rate_limit::parse_trusted_proxies(
+            &get("TASKMASTER_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|message| SettingsError {
+            variable: "TASKMASTER_TRUSTED_PROXIES",
+            message,
+        })?;
         Ok(Settings {
             environment,
+            rate_limit_user,
+            rate_limit_ip,
+            trusted_proxies,
             ml,
             insights_ttl: Duration::from_secs(insights_ttl_secs),
             insights_debounce: Duration::from_millis(insights_debounce_ms),
@@ -600,6 +645,46 @@ mod tests {
                 .variable,
             "TASKMASTER_ENV"
         );
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_zero_turns_them_off_and_bad_values_are_one_line() {
+        let s = settings(&[]).unwrap();
+        let user = s.rate_limit_user.unwrap();
+        assert_eq!(
+            (user.limit, user.period, user.burst),
+            (1200, Duration::from_secs(60), 1200)
+        );
+        assert_eq!(s.rate_limit_ip.unwrap().limit, 6000);
+        assert!(s.trusted_proxies.is_empty());
+        let s = settings(&[
+            ("TASKMASTER_RATE_LIMIT_USER", "3/1s"),
+            ("TASKMASTER_RATE_LIMIT_USER_BURST", "1"),
+            ("TASKMASTER_RATE_LIMIT_IP", "0"),
+            ("TASKMASTER_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
+        ])
+        .unwrap();
+        let user = s.rate_limit_user.unwrap();
+        assert_eq!(
+            (user.limit, user.period, user.burst),
+            (3, Duration::from_secs(1), 1)
+        );
+        assert_eq!(s.rate_limit_ip, None);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        for (variable, value) in [
+            ("TASKMASTER_RATE_LIMIT_USER", "fast"),
+            ("TASKMASTER_RATE_LIMIT_USER", "10/fortnight"),
+            ("TASKMASTER_RATE_LIMIT_USER_BURST", "0"),
+            ("TASKMASTER_RATE_LIMIT_IP", "-5"),
+            ("TASKMASTER_RATE_LIMIT_IP_BURST", "lots"),
+            ("TASKMASTER_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"),
+        ] {
+            let error = settings(&[(variable, value)]).unwrap_err();
+            let variable = variable.trim_end_matches("_BURST");
+            assert_eq!(error.variable, variable, "{value}");
+            let line = error.to_string();
+            assert!(!line.contains('\n') && line.starts_with(variable), "{line}");
+        }
     }
 
     #[test]

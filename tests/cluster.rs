@@ -461,6 +461,10 @@ fn cluster_settings(cluster: &Cluster, db: &TestDatabase, prefix: &str) -> Setti
         ("TASKMASTER_DATABASE_MAX_CONNECTIONS", "4".to_owned()),
         ("TASKMASTER_PROJECTION_PARTITIONS", "4".to_owned()),
         ("TASKMASTER_PROJECTION_LEASE_TTL_MS", "3000".to_owned()),
+        // The failover clients run flat out from one address for as long as the failover
+        // takes; the test is about JetStream, not about limits.
+        ("TASKMASTER_RATE_LIMIT_USER", "0".to_owned()),
+        ("TASKMASTER_RATE_LIMIT_IP", "0".to_owned()),
     ]);
     Settings::from_lookup(|name| vars.get(name).cloned()).expect("cluster settings")
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

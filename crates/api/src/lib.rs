@@ -7,6 +7,7 @@
 //! - [`live`]: the user's events as server-sent events.
 //! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
+//! - [`rate_limit`]: limits per user and per client address, kept in Redis (GCRA), failing open.
 //! - [`auth`]: bearer JWT verification (HS256 with a secret, RS256/EdDSA with the keys of a
 //!   JWKS file or URL) and minting of development tokens.
 //! - [`extract`]: extractors that fail with problem+json (JSON bodies, command headers,
@@ -26,6 +27,7 @@ pub mod middleware;
 pub mod ops;
 pub mod predictions;
 pub mod problem;
+pub mod rate_limit;
 pub mod state;
 pub mod tasks;
 
@@ -109,6 +111,7 @@ fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// the process runs the `api` role (`app` is `Some`).
 pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
     let (api_router, mut spec) = api_routes().split_for_parts();
+    document_rate_limits(&mut spec);
     let (ops_router, ops_spec) = ops::router().split_for_parts();
     spec.merge(ops_spec);
     let openapi = Arc::new(spec.to_pretty_json().unwrap_or_default());
@@ -119,7 +122,14 @@ pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
         openapi,
     });
     if let Some(app) = app {
-        router = router.merge(api_router.with_state(app));
+        let limited =
+            api_router
+                .with_state(app.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    app,
+                    rate_limit::enforce,
+                ));
+        router = router.merge(limited);
     }
     router
         .fallback(not_found)
@@ -130,6 +140,69 @@ pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
             middleware::observe,
         ))
         .layer(CatchPanicLayer::custom(panic_answer))
+}
+
+/// Adds the 429 answer and the `RateLimit-*` headers to every operation of `spec` (the
+/// limited routes; the operational ones are merged in afterwards and are not limited).
+fn document_rate_limits(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
+    let header = |description: &str| {
+        HeaderBuilder::new()
+            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some(description))
+            .build()
+    };
+    let policy = HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "The limit that decided: `<limit>;w=<window s>;burst=<n>;scope=user|ip`",
+        ))
+        .build();
+    let limited = ResponseBuilder::new()
+        .description(
+            "Too many requests: the user (the token's subject) or the client address is over its \
+             rate limit. Retry after `Retry-After` seconds.",
+        )
+        .header(
+            "Retry-After",
+            header("Seconds until a request would be allowed"),
+        )
+        .header(
+            "RateLimit-Limit",
+            header("Requests per window of the deciding limit"),
+        )
+        .header(
+            "RateLimit-Remaining",
+            header("Requests left in the window (0 here)"),
+        )
+        .header(
+            "RateLimit-Reset",
+            header("Seconds until the quota is whole again"),
+        )
+        .header("RateLimit-Policy", policy)
+        .content(
+            problem::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for item in spec.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .insert("429".to_owned(), limited.clone().into());
+        }
+    }
 }
 
 /// What the operational endpoints need.

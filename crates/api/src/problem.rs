@@ -96,13 +96,21 @@ pub enum ApiError {
     /// 422: fields that fail validation.
     #[error("invalid fields")]
     Validation(Vec<InvalidField>),
+    /// 429: the user or the client address is over its rate limit.
+    #[error("rate limited ({scope})")]
+    RateLimited {
+        /// `user` or `ip`: which limit refused.
+        scope: &'static str,
+        /// Seconds until one more request would be allowed (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// 503: predictions were asked for before the ml role published a first model.
     #[error("no model yet")]
     NoModelYet,
     /// 503: a dependency is down; retry later.
     #[error("{dependency} unavailable: {cause}")]
     Unavailable {
-        /// `nats` or `postgres`.
+        /// `nats` or `postgres` (or `redis` inside the rate limiter, which never answers it).
         dependency: &'static str,
         /// The cause, for the log only.
         cause: String,
@@ -144,6 +152,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoModelYet => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ReadModelBehind { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -202,6 +211,14 @@ impl ApiError {
                     )
                 }
             }
+            ApiError::RateLimited { scope, retry_after_secs } => problem(
+                "rate-limited",
+                "Too many requests",
+                format!(
+                    "the {} is over its rate limit; retry in {retry_after_secs} s",
+                    if *scope == "user" { "user" } else { "client address" }
+                ),
+            ),
             ApiError::NoModelYet => problem(
                 "no-model-yet",
                 "No model has been trained yet",
@@ -263,6 +280,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::NoModelYet => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, value);
+                }
             }
             _ => {}
         }

@@ -12,6 +12,7 @@ use telemetry::Metrics;
 
 use crate::auth::TokenVerifier;
 use crate::health::HealthProbes;
+use crate::rate_limit::RateLimiter;
 
 /// Limits and timeouts of the API.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Metrics of the process.
     pub metrics: Arc<Metrics>,
+    /// Request limits per user and per client address, shared across replicas in Redis.
+    pub rate_limiter: Arc<RateLimiter>,
     /// Limits and timeouts.
     pub config: Arc<ApiConfig>,
     /// Cancelled when the process shuts down: ends long-lived responses (the live feed), so

@@ -133,6 +133,10 @@ pub struct Metrics {
     /// Training rounds of the ml role by outcome: `published`, `kept` (the serving version
     /// stayed) or `failed`.
     pub model_trainings: Family<OutcomeLabels, Counter>,
+    /// Rate-limit decisions by outcome: `allowed`, `limited` (answered 429) or `unavailable`
+    /// (Redis could not answer and the request was served unlimited); a rising `unavailable`
+    /// means the limits are not being enforced.
+    pub rate_limit_decisions: Family<OutcomeLabels, Counter>,
 }
 
 /// Labels of a model holdout metric.
@@ -269,8 +273,15 @@ impl Metrics {
             "Training rounds of the ml role by outcome: published, kept or failed",
             model_trainings.clone(),
         );
+        let rate_limit_decisions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by outcome: allowed, limited or unavailable (Redis down: served unlimited)",
+            rate_limit_decisions.clone(),
+        );
         Self {
             registry,
+            rate_limit_decisions,
             model_version,
             model_holdout,
             model_trainings,
