@@ -172,6 +172,24 @@ mod tests {
             .position
     }
 
+    /// A store on its own prefix of the shared NATS (the scope removes it when dropped).
+    async fn store() -> (testkit::NatsScope, EventStore) {
+        let scope = testkit::NatsScope::new();
+        let client = scope.client().await;
+        let naming = Naming::new(&scope.prefix).unwrap();
+        apply_stream_definitions(
+            &async_nats::jetstream::new(client.clone()),
+            &naming,
+            StreamOptions::default(),
+        )
+        .await
+        .unwrap();
+        let store = EventStore::open(client, naming, StoreOptions::default())
+            .await
+            .unwrap();
+        (scope, store)
+    }
+
     async fn next(
         events: &mut (impl Stream<Item = Result<RecordedEvent, StoreError>> + Unpin),
     ) -> u64 {
@@ -188,19 +206,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_delivers_nothing_while_the_stream_holds_events_is_replaced_without_gap_or_duplicate(
     ) {
-        let scope = testkit::NatsScope::new();
-        let client = scope.client().await;
-        let naming = Naming::new(&scope.prefix).unwrap();
-        apply_stream_definitions(
-            &async_nats::jetstream::new(client.clone()),
-            &naming,
-            StreamOptions::default(),
-        )
-        .await
-        .unwrap();
-        let store = EventStore::open(client, naming, StoreOptions::default())
-            .await
-            .unwrap();
+        let (_scope, store) = store().await;
         let owner = UserId::parse("follower").unwrap();
         let other = UserId::parse("someone-else").unwrap();
         create(&store, &other).await;
@@ -224,19 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_stream_is_not_read_again() {
-        let scope = testkit::NatsScope::new();
-        let client = scope.client().await;
-        let naming = Naming::new(&scope.prefix).unwrap();
-        apply_stream_definitions(
-            &async_nats::jetstream::new(client.clone()),
-            &naming,
-            StreamOptions::default(),
-        )
-        .await
-        .unwrap();
-        let store = EventStore::open(client, naming, StoreOptions::default())
-            .await
-            .unwrap();
+        let (_scope, store) = store().await;
         let owner = UserId::parse("quiet").unwrap();
         let dead: Events = Box::pin(futures::stream::pending());
         let events = store.follow_with(
