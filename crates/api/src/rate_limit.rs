@@ -16,9 +16,9 @@
 //!
 //! # Failure
 //! Redis only enforces a limit here; it must never be why a request fails or hangs. So the
-//! limiter fails open: every call is bounded (250 ms), the connection is made lazily and not
-//! retried for [`RECONNECT_PAUSE`] after a failed attempt (the same approach as the insights
-//! cache), and when Redis cannot answer the request is served without `RateLimit-*` headers,
+//! limiter fails open: every call is bounded (250 ms), the connection is the insights cache's
+//! kind ([`LazyRedis`]: made lazily, not retried for [`RECONNECT_PAUSE`] after a failed
+//! attempt), and when Redis cannot answer the request is served without `RateLimit-*` headers,
 //! counted as `taskmaster_rate_limit_decisions_total{outcome="unavailable"}` and logged as a
 //! warning at most once per [`WARN_INTERVAL`].
 //!
@@ -38,11 +38,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use domain::UserId;
+use insights::redis_link::LazyRedis;
 use ipnet::IpNet;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use telemetry::metrics::OutcomeLabels;
 use telemetry::Metrics;
-use tokio::sync::Mutex;
 
 use crate::auth::TokenVerifier;
 use crate::problem::ApiError;
@@ -50,8 +50,7 @@ use crate::state::AppState;
 
 /// Default bound on one Redis call: a dead Redis adds at most this to a request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long after a failed connection attempt calls fail at once instead of trying again.
-pub const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+pub use insights::redis_link::RECONNECT_PAUSE;
 /// Shortest time between two warnings that the limiter cannot reach Redis.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -285,17 +284,9 @@ enum Decision {
     Limited(Figures),
 }
 
-/// The connection, once made, and when the last attempt failed.
-#[derive(Default)]
-struct Connection {
-    manager: Option<ConnectionManager>,
-    failed_at: Option<Instant>,
-}
-
 /// The Redis-backed limiter shared by the request handlers of one process.
 pub struct RateLimiter {
-    client: redis::Client,
-    connection: Mutex<Connection>,
+    connection: LazyRedis,
     script: redis::Script,
     namespace: String,
     options: RateLimitOptions,
@@ -328,8 +319,7 @@ impl RateLimiter {
             format!("taskmaster:{}:ratelimit", options.prefix)
         };
         Self {
-            client,
-            connection: Mutex::new(Connection::default()),
+            connection: LazyRedis::new(client, options.timeout),
             script: redis::Script::new(GCRA),
             namespace,
             options,
@@ -359,39 +349,7 @@ impl RateLimiter {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, ApiError> {
-        let mut connection = self.connection.lock().await;
-        if let Some(manager) = &connection.manager {
-            return Ok(manager.clone());
-        }
-        if connection
-            .failed_at
-            .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
-        {
-            return Err(unavailable("not connected (last attempt failed just now)"));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.options.timeout)
-            .set_response_timeout(self.options.timeout)
-            .set_number_of_retries(1)
-            .set_factor(50)
-            .set_max_delay(1_000);
-        let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
-        let outcome = match tokio::time::timeout(self.options.timeout, connecting).await {
-            Ok(Ok(manager)) => Ok(manager),
-            Ok(Err(error)) => Err(unavailable(error)),
-            Err(_) => Err(unavailable(format!(
-                "no connection within {:?}",
-                self.options.timeout
-            ))),
-        };
-        match &outcome {
-            Ok(manager) => {
-                connection.manager = Some(manager.clone());
-                connection.failed_at = None;
-            }
-            Err(_) => connection.failed_at = Some(Instant::now()),
-        }
-        outcome
+        self.connection.connection().await.map_err(unavailable)
     }
 
     /// Checks and takes one request from each applicable limit. `None` when no limit applies.

@@ -4,23 +4,22 @@
 //! or hangs:
 //! - every call is bounded by a short timeout (250 ms by default) and reports
 //!   [`InsightsError::CacheUnavailable`] instead of waiting;
-//! - the connection is made lazily, on first use, so a process whose Redis was down at start
-//!   comes up anyway; after a failed attempt the next one waits [`RECONNECT_PAUSE`], so
-//!   requests during an outage answer at once instead of each paying a connection timeout;
-//! - once connected, [`ConnectionManager`] reconnects by itself after Redis comes back.
+//! - the connection is a [`LazyRedis`]: made on first use, tried again at most once per
+//!   [`RECONNECT_PAUSE`] while Redis is down, reconnecting by itself once made.
 //!
 //! Writes never move a value backwards: [`InsightsCache::store`] replaces a cached value only
 //! if it reflects the same or an older read-model position (a small Lua script compares them
 //! in Redis), so a slow API miss cannot overwrite what the worker refreshed a moment later.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::UserId;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::Mutex;
+use redis::aio::ConnectionManager;
 
 use crate::compute::Insights;
 use crate::error::InsightsError;
+use crate::redis_link::LazyRedis;
+pub use crate::redis_link::RECONNECT_PAUSE;
 
 /// Default bound on one Redis call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -28,8 +27,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 /// was missed (Redis down while the user's events arrived) and on time-based drift (overdue
 /// counts, streaks and windows move with the clock, not only with events).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-/// How long after a failed connection attempt calls fail at once instead of trying again.
-pub const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// The version of the cached JSON, part of the key: a release that changes [`Insights`] reads
 /// and writes new keys, and the old ones expire with their TTL.
 const SCHEMA_VERSION: u32 = 1;
@@ -75,17 +72,9 @@ impl Default for CacheOptions {
     }
 }
 
-/// The connection, once made, and when the last attempt failed.
-#[derive(Default)]
-struct Connection {
-    manager: Option<ConnectionManager>,
-    failed_at: Option<Instant>,
-}
-
 /// Cached insights per user in Redis.
 pub struct InsightsCache {
-    client: redis::Client,
-    connection: Mutex<Connection>,
+    connection: LazyRedis,
     namespace: String,
     options: CacheOptions,
 }
@@ -112,8 +101,7 @@ impl InsightsCache {
             format!("taskmaster:{}:insights", options.prefix)
         };
         Self {
-            client,
-            connection: Mutex::new(Connection::default()),
+            connection: LazyRedis::new(client, options.timeout),
             namespace,
             options,
         }
@@ -129,41 +117,8 @@ impl InsightsCache {
         self.options.ttl
     }
 
-    /// The connection, made now if there is none (and the last attempt is not too recent).
     async fn connection(&self) -> Result<ConnectionManager, InsightsError> {
-        let mut connection = self.connection.lock().await;
-        if let Some(manager) = &connection.manager {
-            return Ok(manager.clone());
-        }
-        if connection
-            .failed_at
-            .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
-        {
-            return Err(unavailable("not connected (last attempt failed just now)"));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.options.timeout)
-            .set_response_timeout(self.options.timeout)
-            .set_number_of_retries(1)
-            .set_factor(50)
-            .set_max_delay(1_000);
-        let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
-        let outcome = match tokio::time::timeout(self.options.timeout, connecting).await {
-            Ok(Ok(manager)) => Ok(manager),
-            Ok(Err(error)) => Err(unavailable(error)),
-            Err(_) => Err(unavailable(format!(
-                "no connection within {:?}",
-                self.options.timeout
-            ))),
-        };
-        match &outcome {
-            Ok(manager) => {
-                connection.manager = Some(manager.clone());
-                connection.failed_at = None;
-            }
-            Err(_) => connection.failed_at = Some(Instant::now()),
-        }
-        outcome
+        self.connection.connection().await.map_err(unavailable)
     }
 
     /// Runs one command, bounded by the timeout.

@@ -19,6 +19,8 @@
 //! - [`load`]: a user's recent and unfinished tasks from Postgres, with the position.
 //! - [`cache`]: [`InsightsCache`], one JSON value per user in Redis, bounded calls, lazy
 //!   connection, never moving a value back to an older position.
+//! - [`redis_link`]: [`redis_link::LazyRedis`], the lazily made, bounded Redis connection the
+//!   cache and the API's rate limiter share.
 //! - [`service`]: [`InsightsService`]: cache hit, or compute and store, or bypass.
 //! - [`worker`]: [`InsightsWorker`], the `insights` role: durable consumer, per-user debounce,
 //!   refresh after the read model has caught up.
@@ -29,6 +31,7 @@ pub mod cache;
 pub mod compute;
 pub mod error;
 pub mod load;
+pub mod redis_link;
 pub mod service;
 pub mod worker;
 
