@@ -564,9 +564,27 @@ pub fn mint_hs256_claims(secret: &[u8], claims: &Claims) -> String {
     .unwrap_or_default()
 }
 
-/// The authenticated user of a request.
+/// The authenticated user of a request. A middleware that verifies the token itself (the
+/// rate limiter) puts it in the request's extensions, where the extractor takes it.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub UserId);
+
+/// The token of an `Authorization: Bearer <token>` header; the error says what is wrong.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))
+}
 
 impl<S> FromRequestParts<S> for AuthUser
 where
@@ -576,22 +594,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
-            })?;
+        // Verified already by the rate limiter in front of the handler: not twice per request.
+        if let Some(AuthUser(user)) = parts.extensions.get::<AuthUser>() {
+            return Ok(AuthUser(user.clone()));
+        }
+        let token = bearer_token(&parts.headers)?;
         let verifier = Arc::<TokenVerifier>::from_ref(state);
         verifier.authenticate(token).await.map(AuthUser)
     }

@@ -44,7 +44,7 @@ use redis::aio::ConnectionManager;
 use telemetry::metrics::OutcomeLabels;
 use telemetry::Metrics;
 
-use crate::auth::TokenVerifier;
+use crate::auth::{bearer_token, AuthUser, TokenVerifier};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -481,15 +481,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 /// The subject of the request's bearer token, if it carries a valid one. Requests without
 /// one are limited by address only; the handler's extractor answers their 401.
 fn token_subject(headers: &HeaderMap, verifier: &TokenVerifier) -> Option<UserId> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
-    verifier.verify(token).ok()
+    verifier.verify(bearer_token(headers).ok()?).ok()
 }
 
 fn seconds_up(micros: u64) -> u64 {
@@ -518,12 +510,16 @@ fn set_headers(headers: &mut HeaderMap, figures: &Figures) {
 ///
 /// Answers 429 over the limit and adds the `RateLimit-*` headers to every decided answer; when
 /// Redis cannot answer, serves the request as if unlimited (see the module docs).
-pub async fn enforce(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn enforce(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let limiter = &app.rate_limiter;
     if !limiter.is_enabled() {
         return next.run(request).await;
     }
     let user = token_subject(request.headers(), &app.verifier);
+    if let Some(user) = &user {
+        // The handler's `AuthUser` takes it from here instead of verifying the token again.
+        request.extensions_mut().insert(AuthUser(user.clone()));
+    }
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
