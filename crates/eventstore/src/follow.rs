@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::{Stream, StreamExt};
 
-use crate::envelope::{RawEvent, RecordedEvent};
+use crate::envelope::RecordedEvent;
 use crate::error::StoreError;
 use crate::naming::Naming;
-use crate::store::{ordered_messages, EventStore};
+use crate::store::{decoded, ordered_messages, EventStore};
 use domain::UserId;
 
 /// How long a follower may receive nothing while the stream holds events for it before it
@@ -42,14 +42,7 @@ async fn open(
     from: u64,
 ) -> Result<Events, StoreError> {
     let (_, messages) = ordered_messages(stream, filter.to_owned(), from).await?;
-    let naming = naming.clone();
-    Ok(Box::pin(messages.filter_map(move |message| {
-        let item = match message {
-            Err(e) => Some(Err(StoreError::unavailable(e))),
-            Ok(message) => RawEvent::from_consumer(&message).map(|raw| raw.decode(&naming)),
-        };
-        futures::future::ready(item)
-    })))
+    Ok(Box::pin(decoded(messages, naming.clone())))
 }
 
 /// Whether the stream holds an event of `filter` at or after `next`; an error (no leader

@@ -193,14 +193,7 @@ impl EventStore {
             None => self.naming.all_events(),
         };
         let (_, messages) = ordered_messages(&self.stream, filter, from).await?;
-        let naming = self.naming.clone();
-        Ok(messages.filter_map(move |message| {
-            let item = match message {
-                Err(e) => Some(Err(StoreError::unavailable(e))),
-                Ok(message) => RawEvent::from_consumer(&message).map(|raw| raw.decode(&naming)),
-            };
-            futures::future::ready(item)
-        }))
+        Ok(decoded(messages, self.naming.clone()))
     }
 
     /// Removes every event of one user (`tasks.events.<owner>.>`) from the stream, for
@@ -618,6 +611,21 @@ pub async fn ordered_messages(
     let pending = consumer.cached_info().num_pending;
     let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
     Ok((pending, messages))
+}
+
+/// The events of an ordered consumer's messages, decoded (undecodable ones as
+/// `Err(StoreError::Corrupt)`, consumer failures as `Err(StoreError::Unavailable)`).
+pub(crate) fn decoded(
+    messages: consumer::pull::Ordered,
+    naming: Naming,
+) -> impl futures::Stream<Item = Result<RecordedEvent, StoreError>> + Send + use<> {
+    messages.filter_map(move |message| {
+        let item = match message {
+            Err(e) => Some(Err(StoreError::unavailable(e))),
+            Ok(message) => RawEvent::from_consumer(&message).map(|raw| raw.decode(&naming)),
+        };
+        futures::future::ready(item)
+    })
 }
 
 fn unchanged(task_id: TaskId, current: &LoadedTask) -> CommandOutcome {
