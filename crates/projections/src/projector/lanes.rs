@@ -52,8 +52,6 @@ pub(super) struct Batch {
     pub(super) envelopes: Vec<Envelope>,
     /// The sequence of its last message: where every lane's checkpoints move.
     pub(super) last: u64,
-    /// What the stream held after it.
-    pub(super) pending: u64,
 }
 
 /// Batches waiting for a lane while it commits; it takes them all at once for its next commit.

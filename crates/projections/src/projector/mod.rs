@@ -25,7 +25,7 @@ use eventstore::envelope::RawEvent;
 use eventstore::{Naming, RecordedEvent};
 use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
-use telemetry::metrics::{PartitionLabels, ProjectionLabels};
+use telemetry::metrics::ProjectionLabels;
 use telemetry::Metrics;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -493,7 +493,6 @@ impl Projector {
             };
             let batch = Batch {
                 last: newest.sequence,
-                pending: newest.pending,
                 envelopes,
             };
             next_expected = batch.last + 1;
@@ -534,7 +533,7 @@ impl Projector {
         let Some(newest) = batches.last() else {
             return Ok(positions);
         };
-        let (last, pending) = (newest.last, newest.pending);
+        let last = newest.last;
         let mut items = Vec::new();
         for envelope in batches.iter().flat_map(|b| &b.envelopes) {
             let behind = positions
@@ -572,15 +571,6 @@ impl Projector {
             .projection_position
             .get_or_create(&LABELS)
             .set(last as i64);
-        for partition in at.keys() {
-            self.metrics
-                .projection_lag
-                .get_or_create(&PartitionLabels {
-                    projection: TASKS_PROJECTION,
-                    partition: partition.to_string(),
-                })
-                .set(pending as i64);
-        }
         self.metrics
             .projection_batch_duration
             .get_or_create(&LABELS)
