@@ -98,6 +98,8 @@ impl LoadedTask {
 /// The event store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct EventStore {
+    /// The connection, whose state says at once whether a request can be answered.
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
     naming: Naming,
@@ -132,12 +134,13 @@ impl EventStore {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(options.request_timeout)
             .ack_timeout(options.request_timeout)
-            .build(client);
+            .build(client.clone());
         let stream = jetstream
             .get_stream(naming.stream())
             .await
             .map_err(|e| StoreError::Unavailable(format!("stream {}: {e}", naming.stream())))?;
         Ok(Self {
+            client,
             jetstream,
             stream,
             cache: StateCache::new(options.cache_capacity),
@@ -151,6 +154,18 @@ impl EventStore {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Fails at once while the client has no connection to NATS (the server is down, or the
+    /// client is between two servers of a cluster): a request sent now would only wait out
+    /// its timeout, and its caller is better served by an immediate 503 it can retry.
+    fn ensure_connected(&self) -> Result<(), StoreError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(StoreError::Unavailable(format!(
+                "no connection to NATS ({state})"
+            ))),
+        }
     }
 
     /// The names this store uses.
@@ -231,6 +246,7 @@ impl EventStore {
         expected_version: Option<u64>,
         meta: &CommandMeta,
     ) -> Result<CommandOutcome, StoreError> {
+        self.ensure_connected()?;
         let subject = self.naming.task_subject(owner, task_id);
         let is_create = matches!(command, TaskCommand::Create(_));
         let mut attempt = 0;
@@ -413,6 +429,7 @@ impl EventStore {
     /// The current state of a task (absent when it has no events, including when `owner` is
     /// not its owner: the subject names the owner).
     pub async fn load(&self, owner: &UserId, task_id: TaskId) -> Result<LoadedTask, StoreError> {
+        self.ensure_connected()?;
         let subject = self.naming.task_subject(owner, task_id);
         self.load_subject(&subject, task_id, Freshness::Replica)
             .await
@@ -462,6 +479,7 @@ impl EventStore {
         owner: &UserId,
         task_id: TaskId,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.ensure_connected()?;
         let subject = self.naming.task_subject(owner, task_id);
         match self
             .last_sequence(&subject, task_id, Freshness::Replica)
