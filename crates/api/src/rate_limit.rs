@@ -17,8 +17,8 @@
 //! # Failure
 //! Redis only enforces a limit here; it must never be why a request fails or hangs. So the
 //! limiter fails open: every call is bounded (250 ms), the connection is the insights cache's
-//! kind ([`LazyRedis`]: made lazily, not retried for [`RECONNECT_PAUSE`] after a failed
-//! attempt), and when Redis cannot answer the request is served without `RateLimit-*` headers,
+//! kind ([`LazyRedis`]: made lazily; once Redis is found unreachable, not asked again for
+//! [`RECONNECT_PAUSE`], so requests meanwhile pay nothing), and when Redis cannot answer the request is served without `RateLimit-*` headers,
 //! counted as `taskmaster_rate_limit_decisions_total{outcome="unavailable"}` and logged as a
 //! warning at most once per [`WARN_INTERVAL`].
 //!
@@ -40,7 +40,6 @@ use axum::response::{IntoResponse, Response};
 use domain::UserId;
 use insights::redis_link::LazyRedis;
 use ipnet::IpNet;
-use redis::aio::ConnectionManager;
 use telemetry::metrics::OutcomeLabels;
 use telemetry::Metrics;
 
@@ -348,10 +347,6 @@ impl RateLimiter {
         client_ip(peer, headers, &self.options.trusted_proxies)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, ApiError> {
-        self.connection.connection().await.map_err(unavailable)
-    }
-
     /// Checks and takes one request from each applicable limit. `None` when no limit applies.
     /// Errors are logged at debug only: [`Self::warn_unavailable`] says it once per interval.
     #[tracing::instrument(name = "rate_limit.decide", skip_all, fields(user = user.map(|u| u.as_str())), err(level = "debug"))]
@@ -377,22 +372,13 @@ impl RateLimiter {
                 .arg(quota.interval_micros())
                 .arg(quota.tolerance_micros());
         }
-        let bounded = async {
-            let mut connection = self.connection().await?;
-            invocation
-                .invoke_async::<Vec<i64>>(&mut connection)
-                .await
-                .map_err(unavailable)
-        };
-        let answer = match tokio::time::timeout(self.options.timeout, bounded).await {
-            Ok(answer) => answer?,
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "no answer within {:?}",
-                    self.options.timeout
-                )))
-            }
-        };
+        let answer = self
+            .connection
+            .call(|mut connection| async move {
+                invocation.invoke_async::<Vec<i64>>(&mut connection).await
+            })
+            .await
+            .map_err(unavailable)?;
         if answer.len() != 1 + 3 * limits.len() {
             return Err(unavailable(format!("unexpected script answer {answer:?}")));
         }

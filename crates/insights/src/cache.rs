@@ -4,8 +4,9 @@
 //! or hangs:
 //! - every call is bounded by a short timeout (250 ms by default) and reports
 //!   [`InsightsError::CacheUnavailable`] instead of waiting;
-//! - the connection is a [`LazyRedis`]: made on first use, tried again at most once per
-//!   [`RECONNECT_PAUSE`] while Redis is down, reconnecting by itself once made.
+//! - the connection is a [`LazyRedis`]: made on first use; once Redis is found unreachable,
+//!   calls fail at once and Redis is asked again at most once per [`RECONNECT_PAUSE`], so an
+//!   outage costs a request nothing rather than a timeout each.
 //!
 //! Writes never move a value backwards: [`InsightsCache::store`] replaces a cached value only
 //! if it reflects the same or an older read-model position (a small Lua script compares them
@@ -14,7 +15,6 @@
 use std::time::Duration;
 
 use domain::UserId;
-use redis::aio::ConnectionManager;
 
 use crate::compute::Insights;
 use crate::error::InsightsError;
@@ -117,29 +117,16 @@ impl InsightsCache {
         self.options.ttl
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, InsightsError> {
-        self.connection.connection().await.map_err(unavailable)
-    }
-
-    /// Runs one command, bounded by the timeout.
+    /// Runs one command, bounded by the timeout (and failing at once while Redis was just
+    /// found unreachable).
     async fn run<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, InsightsError> {
-        let bounded = async {
-            let mut connection = self.connection().await?;
-            command
-                .query_async::<T>(&mut connection)
-                .await
-                .map_err(unavailable)
-        };
-        match tokio::time::timeout(self.options.timeout, bounded).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(unavailable(format!(
-                "no answer within {:?}",
-                self.options.timeout
-            ))),
-        }
+        self.connection
+            .call(|mut connection| async move { command.query_async::<T>(&mut connection).await })
+            .await
+            .map_err(unavailable)
     }
 
     /// `user`'s cached insights, if any. A value that does not decode (written by another
