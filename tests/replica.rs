@@ -10,64 +10,18 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::postgres_server::{as_postgres, hand_to_postgres, run, until, PostgresServer, PRIMARY};
 use common::TestApp;
 use projections::read_source::REPLICA_APPLICATION_NAME;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use testkit::TestDatabase;
 
-const PRIMARY: &str = "postgres://postgres@127.0.0.1:5432";
-
 /// A streaming replica of the local primary, stopped and deleted on drop.
 struct Replica {
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
-}
-
-/// Whether the tests run as root (then PostgreSQL must be run as `postgres`).
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Runs `program` of the PostgreSQL binaries as the `postgres` user (directly when the tests
-/// already run as someone else than root).
-fn as_postgres(bin: &Path, program: &str) -> Command {
-    let program = bin.join(program);
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn run(mut command: Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    server: PostgresServer,
 }
 
 impl Replica {
@@ -77,10 +31,6 @@ impl Replica {
         let mut primary = PgConnection::connect(&format!("{PRIMARY}/postgres"))
             .await
             .expect("the local PostgreSQL must be running");
-        let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
-            .fetch_one(&mut primary)
-            .await
-            .unwrap();
         let replication_allowed: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_hba_file_rules
                              WHERE 'replication' = ANY(database) AND error IS NULL)",
@@ -93,67 +43,41 @@ impl Replica {
             "the primary's pg_hba.conf allows no replication connections: add \
              `host replication all 127.0.0.1/32 trust` and reload (see .ci/run)"
         );
-        let bin = std::env::var_os("TASKMASTER_PG_BINDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| format!("/usr/lib/postgresql/{}/bin", version / 10_000).into());
-        let dir = std::env::temp_dir().join(format!("tm-replica-{}", testkit::unique_token()));
-        std::fs::create_dir(&dir).unwrap();
-        let replica = Self {
-            dir,
-            port: free_port(),
-            bin,
-        };
-        replica.hand_to_postgres();
+        let server = PostgresServer::allocate("tm-replica").await;
         let started = Instant::now();
-        let mut backup = as_postgres(&replica.bin, "pg_basebackup");
+        let mut backup = as_postgres(server.bin(), "pg_basebackup");
         backup
             .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-D"])
-            .arg(replica.data())
+            .arg(server.data())
             // -R: standby.signal and primary_conninfo; -c fast: do not wait for a spread
             // checkpoint (minutes) before copying.
             .args(["-R", "-X", "stream", "-c", "fast"]);
         run(backup, "pg_basebackup");
         // Debian keeps the configuration outside the data directory: the copy has none.
-        let config = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
-             hot_standby = on\nshared_buffers = 16MB\nfsync = off\nmax_connections = 100\n\
-             cluster_name = 'tm-test-replica-{port}'\n",
-            port = replica.port,
-            dir = replica.dir.display(),
-        );
-        std::fs::write(replica.data().join("postgresql.conf"), config).unwrap();
         std::fs::write(
-            replica.data().join("pg_hba.conf"),
+            server.data().join("postgresql.conf"),
+            server.settings("hot_standby = on\nshared_buffers = 16MB\nmax_connections = 100\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            server.data().join("pg_hba.conf"),
             "local all all trust\nhost all all 127.0.0.1/32 trust\n",
         )
         .unwrap();
-        replica.hand_to_postgres();
+        hand_to_postgres(server.dir());
+        let replica = Self { server };
         replica.resume().await;
         eprintln!(
-            "replica on port {} ready in {:?} (base backup included)",
-            replica.port,
+            "replica {} ready in {:?} (base backup included)",
+            replica.url(""),
             started.elapsed()
         );
         replica
     }
 
-    /// Gives the replica's files to the `postgres` user when we are root (otherwise they are
-    /// ours, and PostgreSQL runs as us).
-    fn hand_to_postgres(&self) {
-        if is_root() {
-            let mut chown = Command::new("chown");
-            chown.arg("-R").arg("postgres:postgres").arg(&self.dir);
-            run(chown, "chown the replica's directory");
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
     /// A URL of `database` on the replica.
     fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        self.server.url(database)
     }
 
     async fn connect(&self, database: &str) -> Result<PgConnection, sqlx::Error> {
@@ -162,14 +86,7 @@ impl Replica {
 
     /// Starts (again) the stopped replica and waits until it answers in recovery.
     async fn resume(&self) {
-        let mut start = as_postgres(&self.bin, "pg_ctl");
-        start
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "-t", "60", "start"]);
-        run(start, "pg_ctl start");
+        self.server.resume().await;
         let in_recovery = until(Duration::from_secs(30), async || {
             let Ok(mut connection) = self.connect("postgres").await else {
                 return false;
@@ -185,34 +102,8 @@ impl Replica {
 
     /// Stops the replica (fast: sessions are cut, as when a replica dies).
     fn stop(&self) {
-        let mut stop = as_postgres(&self.bin, "pg_ctl");
-        stop.arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"]);
-        run(stop, "pg_ctl stop");
+        self.server.stop("fast");
     }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let mut stop = as_postgres(&self.bin, "pg_ctl");
-        stop.arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"]);
-        let _ = stop.output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// The value of the counter line starting with `series` (0 when absent).
@@ -333,7 +224,7 @@ async fn queries_read_their_own_writes_from_the_replica_and_wait_on_its_checkpoi
         "{metrics}"
     );
     assert_eq!(counter(&metrics, FROM_PRIMARY_INSTEAD), 0, "{metrics}");
-    let replica_server = format!("postgres://postgres@127.0.0.1:{}", replica.port);
+    let replica_server = format!("postgres://postgres@127.0.0.1:{}", replica.server.port());
     assert!(sessions(&replica_server, &database, REPLICA_APPLICATION_NAME).await > 0);
     assert_eq!(
         sessions(PRIMARY, &database, REPLICA_APPLICATION_NAME).await,
@@ -383,7 +274,7 @@ async fn queries_read_their_own_writes_from_the_replica_and_wait_on_its_checkpoi
         "SELECT extract(epoch FROM write_lag)::float8, extract(epoch FROM replay_lag)::float8
            FROM pg_stat_replication WHERE application_name = $1",
     )
-    .bind(format!("tm-test-replica-{}", replica.port))
+    .bind(replica.server.cluster_name())
     .fetch_optional(&mut primary)
     .await
     .unwrap();

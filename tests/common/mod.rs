@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+pub mod nats_server;
+pub mod postgres_server;
 pub mod redis_server;
 
 use std::collections::HashMap;
@@ -221,6 +224,46 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// Roles of taskmaster in the test's process on `settings` (their own services and ports, as
+/// a deployment would have them), served until [`RunningApp::stop`].
+pub struct RunningApp {
+    pub address: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    pub async fn start(settings: &Settings, roles: Roles) -> Self {
+        let app = Application::build(settings, roles)
+            .await
+            .expect("taskmaster builds");
+        let address = app.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped({
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        }));
+        Self {
+            address,
+            stop,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops it gracefully; the stop must succeed (every role ends cleanly).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.server
+            .await
+            .unwrap()
+            .expect("taskmaster stops cleanly");
     }
 }
 
