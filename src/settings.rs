@@ -207,6 +207,15 @@ impl Settings {
                     message: "production needs a secret of at least 32 bytes".into(),
                 });
             }
+            // Keys fetched over plain HTTP can be swapped by anyone on the path, who could then
+            // sign tokens for any user.
+            if matches!(&jwks, Some(JwksSource::Url(url)) if url.scheme() != "https") {
+                return Err(SettingsError {
+                    variable: "TASKMASTER_JWKS",
+                    message: "production fetches the key set over https only (or from a file)"
+                        .into(),
+                });
+            }
         }
         let leeway_seconds: u64 = parse(
             "TASKMASTER_JWT_LEEWAY_SECS",
@@ -748,6 +757,17 @@ mod tests {
             let error = settings(&[production, jwks, ("TASKMASTER_JWT_SECRET", weak)]).unwrap_err();
             assert_eq!(error.variable, "TASKMASTER_JWT_SECRET", "{weak}");
         }
+    }
+
+    #[test]
+    fn production_refuses_a_key_set_fetched_over_plain_http() {
+        let production = ("TASKMASTER_ENV", "production");
+        let error = settings(&[production, ("TASKMASTER_JWKS", "http://id.example/jwks")])
+            .unwrap_err();
+        assert_eq!(error.variable, "TASKMASTER_JWKS");
+        assert!(error.message.contains("https"), "{}", error.message);
+        assert!(settings(&[production, ("TASKMASTER_JWKS", "/etc/taskmaster/jwks.json")]).is_ok());
+        assert!(settings(&[("TASKMASTER_JWKS", "http://127.0.0.1:9/jwks")]).is_ok());
     }
 
     #[test]
