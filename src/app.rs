@@ -390,7 +390,6 @@ impl Application {
                 rate_limiter: Arc::new(rate_limiter(settings, &redis, &metrics)),
                 config: Arc::new(ApiConfig {
                     read_wait_timeout: settings.read_wait_timeout,
-                    ..ApiConfig::default()
                 }),
                 shutdown: shutdown.clone(),
             })

@@ -6,6 +6,7 @@ mod common;
 use common::{problem, TestApp};
 use futures::future::join_all;
 use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
 async fn create_then_read_your_write_then_a_stale_if_match_is_a_409() {
@@ -258,6 +259,16 @@ async fn another_user_cannot_read_list_update_or_see_the_history_of_your_task() 
     assert_eq!(task["version"], 1);
 }
 
+/// The fields a 422 problem names, in order.
+fn error_fields(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn bad_requests_get_precise_problem_answers() {
     let app = TestApp::spawn().await;
@@ -281,13 +292,7 @@ async fn bad_requests_get_precise_problem_answers() {
         422,
     )
     .await;
-    let fields: Vec<&str> = invalid["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["priority", "estimate_minutes"]);
+    assert_eq!(error_fields(&invalid), ["priority", "estimate_minutes"]);
     let unknown = problem(
         post(br#"{"title": "ok", "priorty": "high"}"#.to_vec())
             .await
@@ -362,7 +367,10 @@ async fn bad_requests_get_precise_problem_answers() {
         .send()
         .await
         .unwrap();
-    problem(bad_limit, 400).await;
+    let bad_limit = problem(bad_limit, 422).await;
+    assert_eq!(bad_limit["errors"][0]["field"], "limit");
+    // serde reads a struct from an array of its fields; a body must be an object.
+    problem(post(br#"["an array", null]"#.to_vec()).await.unwrap(), 400).await;
     let unknown_route = app.http.get(app.url("/v2/nothing")).send().await.unwrap();
     problem(unknown_route, 404).await;
 }
@@ -546,19 +554,182 @@ async fn lists_filter_search_sort_and_page() {
         .send()
         .await
         .unwrap();
-    problem(mismatched, 400).await;
+    let mismatched = problem(mismatched, 422).await;
+    assert_eq!(mismatched["errors"][0]["field"], "cursor");
 }
 
 #[tokio::test]
 async fn a_read_model_that_cannot_catch_up_in_time_answers_504_with_how_far_behind() {
     let app = TestApp::spawn_with(&[("TASKMASTER_READ_WAIT_MS", "200")]).await;
     let token = app.token("ivan");
-    let (id, _, position) = app.create_ok(&token, "soon").await;
-    let far = position + 1_000;
-    let behind = problem(app.get_task(&token, &id, far).await, 504).await;
-    assert_eq!(behind["requested_position"], far);
+    app.create_ok(&token, "before").await;
+    // Hold the projector back: its writes to the read model wait for this lock (reads do not).
+    let mut connection = PgConnection::connect(app.database_url()).await.unwrap();
+    let mut lock = connection.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (id, _, position) = app.create_ok(&token, "held back").await;
+    let behind = problem(app.get_task(&token, &id, position).await, 504).await;
+    assert_eq!(behind["requested_position"], position);
     let current = behind["current_position"].as_u64().unwrap();
-    assert_eq!(behind["behind_by"], far - current);
+    assert!(current < position);
+    assert_eq!(behind["behind_by"], position - current);
+    lock.rollback().await.unwrap();
+    // Released, the projector catches up (after its retry, if the wait outlived a statement).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.get_task(&token, &id, position).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no catch-up after the lock"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_position_past_the_end_of_the_log_is_refused_at_once_with_409_not_waited_for() {
+    // It was a 504 after the whole wait, with a Retry-After that no retry could satisfy.
+    let app = TestApp::spawn_with(&[("TASKMASTER_READ_WAIT_MS", "5000")]).await;
+    let token = app.token("ivo");
+    let (id, _, position) = app.create_ok(&token, "the last event").await;
+    let far = position + 1_000;
+    let started = std::time::Instant::now();
+    let past = problem(app.get_task(&token, &id, far).await, 409).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(past["type"], "/problems/position-past-end");
+    assert_eq!(past["requested_position"], far);
+    assert_eq!(past["current_position"], position);
+    for path in ["/v1/tasks", "/v1/insights"] {
+        let response = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .header("Tm-Min-Position", far.to_string())
+            .send()
+            .await
+            .unwrap();
+        problem(response, 409).await;
+    }
+    // The position of the last event itself is reachable: waited for, then served.
+    assert_eq!(app.get_task(&token, &id, position).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_refused_with_422_naming_each_as_unknown_json_fields_are() {
+    let app = TestApp::spawn().await;
+    let token = app.token("quinn");
+    let (id, _, _) = app.create_ok(&token, "typos").await;
+    let send = |method: reqwest::Method, path: String| {
+        app.http
+            .request(method, app.url(&path))
+            .bearer_auth(&token)
+            .send()
+    };
+    let typo = problem(
+        send(
+            reqwest::Method::GET,
+            "/v1/tasks?limt=5&bogus=1&bogus=2".into(),
+        )
+        .await
+        .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&typo), ["limt", "bogus"]);
+    assert!(typo["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit"));
+    for path in [
+        format!("/v1/tasks/{id}?as_of_versoin=1"),
+        format!("/v1/tasks/{id}/history?page=2"),
+        "/v1/insights?fresh=1".to_owned(),
+    ] {
+        problem(send(reqwest::Method::GET, path).await.unwrap(), 422).await;
+    }
+    // A command with an unknown parameter is refused before it runs: nothing is appended.
+    let forced = send(
+        reqwest::Method::POST,
+        format!("/v1/tasks/{id}/start?force=true"),
+    );
+    problem(forced.await.unwrap(), 422).await;
+    assert_eq!(
+        app.history(&token, &id).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Operational endpoints answer probes and scrapers whatever their query string.
+    let live = app
+        .http
+        .get(app.url("/health/live?probe=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+
+    // Known parameters with invalid values are 422s naming them too.
+    for (query, field) in [
+        ("tag=%20%20", "tag"),
+        ("status=open,", "status"),
+        ("sort=", "sort"),
+        ("q=a%00b", "q"),
+        ("due_before=2030-01-01%2010:00:00Z", "due_before"),
+    ] {
+        let response = send(reqwest::Method::GET, format!("/v1/tasks?{query}"));
+        let body = problem(response.await.unwrap(), 422).await;
+        assert_eq!(body["errors"][0]["field"], field, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn numbers_written_as_whole_floats_and_a_null_completion_body_are_accepted() {
+    // JSON Schema (and many clients) count 90.0 as an integer; a `null` body is the
+    // documented "no details".
+    let app = TestApp::spawn().await;
+    let token = app.token("rosa");
+    let created = app
+        .create(&token, json!({"title": "floats", "estimate_minutes": 90.0}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let task: Value = app
+        .get_task(&token, id, created["position"].as_u64().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["estimate_minutes"], 90);
+    let fraction = app
+        .create(&token, json!({"title": "floats", "estimate_minutes": 90.5}))
+        .await;
+    let fraction = problem(fraction, 422).await;
+    assert_eq!(fraction["errors"][0]["field"], "estimate_minutes");
+
+    let completed = app
+        .http
+        .post(app.url(&format!("/v1/tasks/{id}/complete")))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 200);
+
+    // A resume position past any stream is refused, not wrapped around to the start.
+    let resume = app
+        .http
+        .get(app.url("/v1/events"))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", u64::MAX.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(resume, 400).await;
 }
 
 #[tokio::test]
@@ -619,13 +790,21 @@ async fn time_travel_rebuilds_a_task_as_it_was_at_a_version_or_an_instant() {
 
     problem(at("as_of_version=9".into()).await, 404).await;
     problem(at("as_of=2000-01-01T00:00:00Z".into()).await, 404).await;
-    problem(at("as_of_version=0".into()).await, 400).await;
-    problem(
-        at("as_of_version=1&as_of=2030-01-01T00:00:00Z".into()).await,
-        400,
-    )
-    .await;
-    problem(at("as_of=yesterday".into()).await, 400).await;
+    let zero = problem(at("as_of_version=0".into()).await, 422).await;
+    assert_eq!(zero["errors"][0]["field"], "as_of_version");
+    problem(at("as_of=yesterday".into()).await, 422).await;
+    problem(at("as_of_version=1&as_of_version=2".into()).await, 422).await;
+    // Both: that version, if the task had reached it by that instant.
+    let between = between
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .replace('+', "%2B");
+    let both: Value = at(format!("as_of_version=1&as_of={between}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(both["title"], "first title");
+    problem(at(format!("as_of_version=2&as_of={between}")).await, 404).await;
     // Someone else cannot travel into your task either.
     let other = app
         .http

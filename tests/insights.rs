@@ -232,7 +232,7 @@ async fn insights_answer_even_when_redis_is_down_at_start_and_cache_once_it_come
 }
 
 #[tokio::test]
-async fn insights_need_a_token_and_answer_504_when_the_read_model_cannot_catch_up() {
+async fn insights_need_a_token_and_refuse_a_position_past_the_end_of_the_log() {
     let redis = RedisServer::start();
     let app = app_on(&redis, &[("TASKMASTER_READ_WAIT_MS", "300")]).await;
     let anonymous = app.http.get(app.url("/v1/insights")).send().await.unwrap();
@@ -257,7 +257,9 @@ async fn insights_need_a_token_and_answer_504_when_the_read_model_cannot_catch_u
         .send()
         .await
         .unwrap();
-    let body = problem(ahead, 504).await;
+    // Past the end of the log: refused at once, since waiting cannot reach it.
+    let body = problem(ahead, 409).await;
+    assert_eq!(body["type"], "/problems/position-past-end");
     assert_eq!(body["requested_position"], 1_000_000);
 
     // The document describes the answer, the score's definition and the header.

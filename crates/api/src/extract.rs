@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::limits::{parse_position, MAX_CORRELATION_ID, MAX_IDEMPOTENCY_KEY, MAX_POSITION};
 use crate::problem::ApiError;
 
 /// Header carrying the client's idempotency key.
@@ -16,15 +17,13 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const MIN_POSITION: &str = "tm-min-position";
 /// Header carrying the correlation id.
 pub const CORRELATION_ID: &str = "tm-correlation-id";
-/// Longest accepted idempotency key.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A JSON request body. Unknown fields are refused (422), so a typo is never silently ignored.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-/// A JSON request body that may be empty (then `T::default()`), for commands whose fields are
-/// all optional.
+/// A JSON request body that may be empty or `null` (then `T::default()`), for commands whose
+/// fields are all optional.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -72,6 +71,12 @@ fn quoted_field(message: &str) -> Option<&str> {
 
 /// Parses JSON, telling malformed syntax (400) from well-formed JSON with a bad field (422).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would read a struct from an array of its fields in order; bodies are objects.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object, not an array".into(),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -139,7 +144,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse_json(&bytes).map(OptionalJsonBody)
+        parse_json::<Option<T>>(&bytes).map(|body| OptionalJsonBody(body.unwrap_or_default()))
     }
 }
 
@@ -166,17 +171,47 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>,
         .transpose()
 }
 
-/// Parses `If-Match`: `3`, `"3"` or `W/"3"`; `*` means "any version".
+/// A header holding a token of visible ASCII, spaces inside only, 1 to `max` characters
+/// ([`crate::limits::HEADER_TOKEN_PATTERN`]).
+fn header_token<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+    max: usize,
+) -> Result<Option<&'h str>, ApiError> {
+    let Some(value) = header_str(headers, name)? else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    let valid = (1..=max).contains(&bytes.len())
+        && bytes.iter().all(|b| (b' '..=b'~').contains(b))
+        && bytes[0] != b' '
+        && bytes[bytes.len() - 1] != b' ';
+    if valid {
+        Ok(Some(value))
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "header {name} must be 1 to {max} visible ASCII characters"
+        )))
+    }
+}
+
+/// Parses `If-Match`: `3`, `"3"` or `W/"3"`; `*` means "any version"
+/// ([`crate::limits::IF_MATCH_PATTERN`]).
 pub fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
-    let value = value.trim();
     if value == "*" {
         return Ok(None);
     }
-    let unquoted = value.strip_prefix("W/").unwrap_or(value).trim_matches('"');
+    let unquoted = match value.strip_prefix("W/").unwrap_or(value).strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"'),
+        None if !value.starts_with("W/") => Some(value),
+        None => None,
+    };
     unquoted
-        .parse::<u64>()
+        .filter(|digits| (1..=19).contains(&digits.len()))
+        .and_then(|digits| digits.bytes().all(|b| b.is_ascii_digit()).then_some(digits))
+        .and_then(|digits| digits.parse::<u64>().ok())
         .map(Some)
-        .map_err(|_| ApiError::BadRequest("If-Match must be a task version, e.g. \"3\"".into()))
+        .ok_or_else(|| ApiError::BadRequest("If-Match must be a task version, e.g. \"3\"".into()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
@@ -184,19 +219,14 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
-        let idempotency_key = match header_str(headers, IDEMPOTENCY_KEY)? {
-            Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
-                return Err(ApiError::BadRequest(
-                    "Idempotency-Key must be 1 to 255 characters".into(),
-                ))
-            }
-            Some(key) => Some(key.to_owned()),
-            None => None,
-        };
+        let idempotency_key =
+            header_token(headers, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY)?.map(str::to_owned);
         let if_match = match header_str(headers, "if-match")? {
             Some(value) => parse_if_match(value)?,
             None => None,
         };
+        // Checked here, where it becomes part of the events; other requests only echo it.
+        header_token(headers, CORRELATION_ID, MAX_CORRELATION_ID)?;
         Ok(CommandHeaders {
             idempotency_key,
             if_match,
@@ -211,7 +241,7 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
     headers
         .get(CORRELATION_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CORRELATION_ID)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
@@ -226,12 +256,12 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match header_str(&parts.headers, MIN_POSITION)? {
             None => Ok(MinPosition(None)),
-            Some(value) => value
-                .trim()
-                .parse()
+            Some(value) => parse_position(value.trim())
                 .map(|p| MinPosition(Some(p)))
-                .map_err(|_| {
-                    ApiError::BadRequest("Tm-Min-Position must be a non-negative integer".into())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "Tm-Min-Position must be a stream position, 0 to {MAX_POSITION}"
+                    ))
                 }),
         }
     }
@@ -262,6 +292,7 @@ mod tests {
     fn malformed_json_is_400_and_a_bad_field_is_422_naming_it() {
         assert_eq!(status(parse_json(br#"{"title": "x""#)), (400, None));
         assert_eq!(status(parse_json(br#"[1]"#)), (400, None));
+        assert_eq!(status(parse_json(br#" ["x", 5]"#)), (400, None));
         assert_eq!(status(parse_json(br#"{"title": "x"} {}"#)), (400, None));
         assert_eq!(
             status(parse_json(br#"{"title": 5}"#)),
@@ -282,5 +313,26 @@ mod tests {
         assert_eq!(parse_if_match("W/\"3\"").unwrap(), Some(3));
         assert_eq!(parse_if_match("*").unwrap(), None);
         assert!(parse_if_match("three").is_err());
+        // Exactly the documented forms: no stray or doubled quotes, no sign, no 20 digits.
+        for refused in [
+            "",
+            "\"3",
+            "3\"",
+            "\"\"3\"\"",
+            "W/3",
+            "+3",
+            "W/\"\"",
+            "1".repeat(20).as_str(),
+        ] {
+            assert!(parse_if_match(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn an_optional_body_may_be_empty_or_null_but_not_another_json_value() {
+        let parse = |bytes: &[u8]| parse_json::<Option<Body>>(bytes).map(|b| b.is_some());
+        assert!(!parse(b"null").unwrap());
+        assert!(parse(br#"{"title": "x"}"#).unwrap());
+        assert!(parse(b"[]").is_err());
     }
 }

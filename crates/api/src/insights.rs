@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::extract::MinPosition;
+use crate::limits::ReadHeaders;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::queries::wait_for_position;
@@ -27,14 +28,13 @@ pub const TM_CACHE: HeaderName = HeaderName::from_static("tm-cache");
 /// refreshes the cached value shortly after your events arrive.
 #[utoipa::path(
     get, path = "/v1/insights", tag = "queries",
-    params(
-        ("Tm-Min-Position" = Option<u64>, Header, description = "Wait (bounded) until the read model has applied this stream position; a cached value older than it is not served"),
-    ),
+    params(ReadHeaders),
     responses(
         (status = 200, description = "Your insights. `Tm-Cache` says where they came from.", body = Insights,
          headers(("Tm-Cache" = String, description = "`hit`: from the cache; `miss`: computed from the read model and cached; `bypass`: computed from the read model because the cache (Redis) is unavailable"))),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Tm-Min-Position is past the end of the log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Read model unavailable (never because of Redis)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The read model did not reach Tm-Min-Position in time", body = Problem, content_type = "application/problem+json"),
     ),

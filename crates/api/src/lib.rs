@@ -12,8 +12,11 @@
 //!   JWKS file or URL) and minting of development tokens.
 //! - [`extract`]: extractors that fail with problem+json (JSON bodies, command headers,
 //!   `Tm-Min-Position`).
+//! - [`limits`]: every limit on input as the OpenAPI document states it (text schemas,
+//!   documented parameters and headers), from the constants the checks use.
 //! - [`problem`]: [`ApiError`], the one error type, answered as `application/problem+json`.
-//! - [`health`], [`middleware`], [`state`]: readiness probes, request observation, shared state.
+//! - [`health`], [`middleware`], [`state`]: readiness probes, request observation and the
+//!   refusal of undocumented query parameters, shared state.
 //!
 //! The router and the OpenAPI document come from the same registrations (utoipa-axum), so the
 //! document cannot list a route that is not served, or miss one that is.
@@ -22,6 +25,7 @@ pub mod auth;
 pub mod extract;
 pub mod health;
 pub mod insights;
+pub mod limits;
 pub mod live;
 pub mod middleware;
 pub mod ops;
@@ -56,7 +60,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
         description = "Event-sourced task manager. Commands answer `{id, version, position}`; \
                        send `position` as `Tm-Min-Position` to read your own writes, and `version` \
                        as `If-Match` to guard against concurrent changes. Errors are \
-                       `application/problem+json`. Unknown JSON fields are refused with 422."
+                       `application/problem+json`: 400 a request that cannot be read \
+                       (malformed JSON, a malformed header, task id or query string), 422 a \
+                       body field or query parameter that is invalid. Unknown JSON fields and \
+                       unknown query parameters are refused with 422 naming them, so a typo \
+                       is never ignored. Every string, list and number a client sends has its \
+                       limits stated here (maxLength, pattern, maxItems, minimum, maximum), \
+                       and the server enforces exactly those."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -112,6 +122,8 @@ fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
     let (api_router, mut spec) = api_routes().split_for_parts();
     document_rate_limits(&mut spec);
+    document_unknown_query_parameters(&mut spec);
+    let documented_queries = Arc::new(middleware::DocumentedQueries::from_spec(&spec));
     let (ops_router, ops_spec) = ops::router().split_for_parts();
     spec.merge(ops_spec);
     let openapi = Arc::new(spec.to_pretty_json().unwrap_or_default());
@@ -122,13 +134,16 @@ pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
         openapi,
     });
     if let Some(app) = app {
-        let limited =
-            api_router
-                .with_state(app.clone())
-                .layer(axum::middleware::from_fn_with_state(
-                    app,
-                    rate_limit::enforce,
-                ));
+        let limited = api_router
+            .with_state(app.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                documented_queries,
+                middleware::refuse_unknown_query_parameters,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                app,
+                rate_limit::enforce,
+            ));
         router = router.merge(limited);
     }
     router
@@ -146,7 +161,7 @@ pub fn router(app: Option<AppState>, ops: OpsStateParts) -> Router {
 /// limited routes; the operational ones are merged in afterwards and are not limited).
 fn document_rate_limits(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::HeaderBuilder;
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
+    use utoipa::openapi::Type;
     let header = |description: &str| {
         HeaderBuilder::new()
             .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
@@ -159,50 +174,76 @@ fn document_rate_limits(spec: &mut utoipa::openapi::OpenApi) {
             "The limit that decided: `<limit>;w=<window s>;burst=<n>;scope=user|ip`",
         ))
         .build();
-    let limited = ResponseBuilder::new()
-        .description(
-            "Too many requests: the user (the token's subject) or the client address is over its \
-             rate limit. Retry after `Retry-After` seconds.",
-        )
-        .header(
-            "Retry-After",
-            header("Seconds until a request would be allowed"),
-        )
-        .header(
-            "RateLimit-Limit",
-            header("Requests per window of the deciding limit"),
-        )
-        .header(
-            "RateLimit-Remaining",
-            header("Requests left in the window (0 here)"),
-        )
-        .header(
-            "RateLimit-Reset",
-            header("Seconds until the quota is whole again"),
-        )
-        .header("RateLimit-Policy", policy)
-        .content(
-            problem::PROBLEM_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-        .build();
-    for item in spec.paths.paths.values_mut() {
-        let operations = [
+    let limited = problem_answer(
+        "Too many requests: the user (the token's subject) or the client address is over its \
+         rate limit. Retry after `Retry-After` seconds.",
+    )
+    .header(
+        "Retry-After",
+        header("Seconds until a request would be allowed"),
+    )
+    .header(
+        "RateLimit-Limit",
+        header("Requests per window of the deciding limit"),
+    )
+    .header(
+        "RateLimit-Remaining",
+        header("Requests left in the window (0 here)"),
+    )
+    .header(
+        "RateLimit-Reset",
+        header("Seconds until the quota is whole again"),
+    )
+    .header("RateLimit-Policy", policy)
+    .build();
+    for operation in operations_mut(spec) {
+        operation
+            .responses
+            .responses
+            .insert("429".to_owned(), limited.clone().into());
+    }
+}
+
+/// Adds the 422 answer to every operation of `spec` (the API routes) that does not list one
+/// yet: any of them refuses an unknown query parameter with it.
+fn document_unknown_query_parameters(spec: &mut utoipa::openapi::OpenApi) {
+    let refused =
+        problem_answer("A query parameter is unknown (each is named in `errors`)").build();
+    for operation in operations_mut(spec) {
+        operation
+            .responses
+            .responses
+            .entry("422".to_owned())
+            .or_insert_with(|| refused.clone().into());
+    }
+}
+
+/// An answer of `description` with a problem+json body.
+fn problem_answer(description: &str) -> utoipa::openapi::ResponseBuilder {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new().description(description).content(
+        problem::PROBLEM_JSON,
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build(),
+    )
+}
+
+/// Every operation of `spec`.
+fn operations_mut(
+    spec: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    spec.paths.paths.values_mut().flat_map(|item| {
+        [
             &mut item.get,
             &mut item.put,
             &mut item.post,
             &mut item.delete,
             &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            operation
-                .responses
-                .responses
-                .insert("429".to_owned(), limited.clone().into());
-        }
-    }
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 /// What the operational endpoints need.

@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
+use crate::limits::{parse_position, LiveHeaders, MAX_POSITION};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -43,11 +44,14 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get("last-event-id")
         .map(|v| {
+            // Bounded, so the position after it cannot overflow.
             v.to_str()
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| parse_position(v.trim()))
                 .ok_or_else(|| {
-                    ApiError::BadRequest("Last-Event-ID must be a stream position".into())
+                    ApiError::BadRequest(format!(
+                        "Last-Event-ID must be a stream position, 0 to {MAX_POSITION}"
+                    ))
                 })
         })
         .transpose()
@@ -56,7 +60,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// Your events, live (server-sent events; resume with `Last-Event-ID`).
 #[utoipa::path(
     get, path = "/v1/events", tag = "queries",
-    params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this stream position (the id of the last event received)")),
+    params(LiveHeaders),
     responses(
         (status = 200, description = "A text/event-stream of your events; each event's id is its stream position", body = LiveEvent, content_type = "text/event-stream"),
         (status = 400, description = "Malformed Last-Event-ID", body = Problem, content_type = "application/problem+json"),

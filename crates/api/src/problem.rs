@@ -50,10 +50,11 @@ pub struct Problem {
     /// The task's current version (version conflicts only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u64>,
-    /// The position the read model has reached (504 only).
+    /// The position the read model has reached (504), or the last position of the log (409
+    /// for a `Tm-Min-Position` past it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_position: Option<u64>,
-    /// The position the request asked for (504 only).
+    /// The position the request asked for (504, and 409 for a position past the log's end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_position: Option<u64>,
     /// How many events the read model is behind (504 only).
@@ -86,6 +87,15 @@ pub enum ApiError {
         current_version: Option<u64>,
         /// Explanation.
         detail: String,
+    },
+    /// 409: `Tm-Min-Position` names a position past the end of the log: no wait can reach
+    /// it, so it is refused at once rather than timed out.
+    #[error("position {requested} past the end of the log ({end})")]
+    PositionPastEnd {
+        /// What the client asked for.
+        requested: u64,
+        /// The last position of the log.
+        end: u64,
     },
     /// 413: the body is over the limit.
     #[error("payload too large")]
@@ -148,7 +158,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::StateConflict(_) | ApiError::VersionConflict { .. } => StatusCode::CONFLICT,
+            ApiError::StateConflict(_)
+            | ApiError::VersionConflict { .. }
+            | ApiError::PositionPastEnd { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -184,6 +196,17 @@ impl ApiError {
             ApiError::VersionConflict { current_version, detail } => Problem {
                 current_version: *current_version,
                 ..problem("version-conflict", "Version conflict", detail.clone())
+            },
+            ApiError::PositionPastEnd { requested, end } => Problem {
+                current_position: Some(*end),
+                requested_position: Some(*requested),
+                ..problem(
+                    "position-past-end",
+                    "The position is past the end of the log",
+                    format!(
+                        "Tm-Min-Position {requested} is past the end of the log (position {end}); send the position of a command's answer"
+                    ),
+                )
             },
             ApiError::PayloadTooLarge => problem(
                 "payload-too-large",
@@ -323,9 +346,10 @@ impl From<StoreError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
         match error {
-            ProjectionError::InvalidCursor => {
-                ApiError::BadRequest("cursor is invalid or was issued for another sort".into())
-            }
+            ProjectionError::InvalidCursor => ApiError::field(
+                "cursor",
+                "is not a cursor this server issued, or was issued for another sort",
+            ),
             ProjectionError::Database(cause) if projections::error::is_outage(&cause) => {
                 ApiError::Unavailable {
                     dependency: "postgres",

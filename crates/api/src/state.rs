@@ -14,23 +14,18 @@ use crate::auth::TokenVerifier;
 use crate::health::HealthProbes;
 use crate::rate_limit::RateLimiter;
 
-/// Limits and timeouts of the API.
+/// Timeouts of the API. (Its limits on input are constants in [`crate::limits`], which the
+/// OpenAPI document states.)
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// How long a query with `Tm-Min-Position` waits for the read model before answering 504.
     pub read_wait_timeout: Duration,
-    /// Largest page a list may ask for.
-    pub max_page_size: u32,
-    /// Page size when the client does not ask.
-    pub default_page_size: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             read_wait_timeout: Duration::from_secs(5),
-            max_page_size: 200,
-            default_page_size: 50,
         }
     }
 }

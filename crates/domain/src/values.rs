@@ -94,17 +94,17 @@ impl TaskTitle {
     /// Longest accepted title, in characters.
     pub const MAX_CHARS: usize = 200;
 
-    /// Trims, then checks length and characters.
+    /// Checks length (of the input as sent, so the limit is the one a client can check before
+    /// sending, and the one the OpenAPI `maxLength` states) and characters, then trims.
     pub fn parse(input: &str) -> Result<Self, FieldError> {
-        let trimmed = input.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 {
-            return Err(FieldError::new("title", "must not be empty"));
-        }
-        if chars > Self::MAX_CHARS {
+        if input.chars().count() > Self::MAX_CHARS {
             return Err(FieldError::new("title", "must be at most 200 characters"));
         }
-        if has_control(trimmed, false) {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(FieldError::new("title", "must not be empty"));
+        }
+        if has_control(input, false) {
             return Err(FieldError::new(
                 "title",
                 "must not contain control characters",
@@ -168,11 +168,13 @@ impl Tag {
     /// Most tags a task may carry.
     pub const MAX_PER_TASK: usize = 20;
 
-    /// Parses one tag.
+    /// Parses one tag; the length is that of the input as sent, like a title's.
     pub fn parse(input: &str) -> Result<Self, FieldError> {
         let trimmed = input.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 || chars > Self::MAX_CHARS || has_control(trimmed, false) {
+        if trimmed.is_empty()
+            || input.chars().count() > Self::MAX_CHARS
+            || has_control(input, false)
+        {
             return Err(FieldError::new(
                 "tags",
                 "each tag must be 1 to 32 characters without control characters",
@@ -181,18 +183,19 @@ impl Tag {
         Ok(Self(trimmed.to_owned()))
     }
 
-    /// Parses a list of tags: at most 20; duplicates are dropped, first occurrence kept, so the
-    /// stored order is the order the user gave.
+    /// Parses a list of tags: at most 20 as sent (duplicates count, so the limit is the
+    /// list's length, as the OpenAPI `maxItems` states); duplicates are then dropped, first
+    /// occurrence kept, so the stored order is the order the user gave.
     pub fn parse_list<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<Self>, FieldError> {
-        let mut tags: Vec<Self> = Vec::with_capacity(inputs.len().min(Self::MAX_PER_TASK));
+        if inputs.len() > Self::MAX_PER_TASK {
+            return Err(FieldError::new("tags", "at most 20 tags"));
+        }
+        let mut tags: Vec<Self> = Vec::with_capacity(inputs.len());
         for input in inputs {
             let tag = Self::parse(input.as_ref())?;
             if !tags.contains(&tag) {
                 tags.push(tag);
             }
-        }
-        if tags.len() > Self::MAX_PER_TASK {
-            return Err(FieldError::new("tags", "at most 20 tags"));
         }
         Ok(tags)
     }
@@ -301,6 +304,9 @@ pub struct TimeZoneName(
 );
 
 impl TimeZoneName {
+    /// Longest accepted name, in characters (the longest IANA name has 32).
+    pub const MAX_LEN: usize = 64;
+
     /// Coordinated Universal Time, the zone of tasks created before zones were recorded.
     pub fn utc() -> Self {
         Self("UTC".into())
@@ -315,7 +321,7 @@ impl TimeZoneName {
         };
         let parts: Vec<&str> = input.split('/').collect();
         let valid = input == "UTC"
-            || (input.len() <= 64
+            || (input.len() <= Self::MAX_LEN
                 && (2..=3).contains(&parts.len())
                 && parts.iter().all(|p| segment(p))
                 && parts[0].starts_with(|c: char| c.is_ascii_uppercase()));
@@ -407,8 +413,13 @@ mod tests {
             "title"
         );
         assert!(TaskTitle::parse("   ").is_err());
+        // The limit is on what was sent: trimming cannot bring a longer title under it.
+        assert!(TaskTitle::parse(&format!(" {} ", "x".repeat(199))).is_err());
         assert!(TaskTitle::parse("a\u{0}b").is_err());
         assert!(TaskTitle::parse("a\nb").is_err());
+        // A control character is refused wherever it stands, even where trimming would drop it.
+        assert!(TaskTitle::parse("a\n").is_err());
+        assert!(Tag::parse("a\t").is_err());
     }
 
     #[test]
@@ -427,7 +438,11 @@ mod tests {
         let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
         assert_eq!(Tag::parse_list(&many).unwrap_err().field, "tags");
         assert!(Tag::parse_list(&["x".repeat(33)]).is_err());
+        assert!(Tag::parse_list(&[format!(" {} ", "x".repeat(31))]).is_err());
         assert!(Tag::parse_list(&[""]).is_err());
+        // 21 sent is over the limit even when duplicates would leave fewer.
+        assert_eq!(Tag::parse_list(&["same"; 21]).unwrap_err().field, "tags");
+        assert_eq!(Tag::parse_list(&["same"; 20]).unwrap().len(), 1);
     }
 
     #[test]

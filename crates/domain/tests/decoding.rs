@@ -101,8 +101,92 @@ fn fold_everywhere(event: &TaskEvent, history: &[TaskEvent]) {
     }
 }
 
+/// Any valid version 1 `TaskCreated` payload, as producers wrote them before time zones were
+/// recorded: every optional field absent, `null` where v1 wrote `null`, or any valid value.
+fn arb_v1_created() -> impl Strategy<Value = Value> {
+    let text =
+        |max: usize| proptest::string::string_regex(&format!("[^\\p{{Cc}}]{{1,{max}}}")).unwrap();
+    let instant = (0i64..8_000_000_000).prop_map(|s| {
+        Value::from(
+            Utc.timestamp_opt(s, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )
+    });
+    (
+        any::<u128>(),
+        "[A-Za-z0-9_-]{1,64}",
+        text(200),
+        proptest::option::of(proptest::option::of(text(400))),
+        proptest::option::of(proptest::sample::select(vec![
+            "low", "medium", "high", "urgent",
+        ])),
+        proptest::option::of(instant.clone()),
+        proptest::option::of(1u32..=100_000),
+        proptest::option::of(proptest::collection::vec(text(32), 0..=20)),
+        instant,
+    )
+        .prop_map(
+            |(id, owner, title, description, priority, due_at, estimate, tags, occurred_at)| {
+                let mut payload = serde_json::json!({
+                    "task_id": uuid::Uuid::from_u128(id),
+                    "owner_id": owner,
+                    "title": title,
+                    "occurred_at": occurred_at,
+                });
+                let object = payload.as_object_mut().unwrap();
+                if let Some(description) = description {
+                    object.insert(
+                        "description".into(),
+                        description.map_or(Value::Null, Value::from),
+                    );
+                }
+                if let Some(priority) = priority {
+                    object.insert("priority".into(), priority.into());
+                }
+                if let Some(due_at) = due_at {
+                    object.insert("due_at".into(), due_at);
+                }
+                if let Some(estimate) = estimate {
+                    object.insert("estimate_minutes".into(), estimate.into());
+                }
+                if let Some(tags) = tags {
+                    object.insert("tags".into(), tags.into());
+                }
+                payload
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Upcasting is total over what v1 producers wrote: every valid v1 creation decodes as the
+    /// current `TaskCreated` in UTC with its fields unchanged, and the task it creates takes
+    /// the rest of a life (every later event type) without a panic.
+    #[test]
+    fn every_valid_v1_creation_upcasts_in_utc_and_folds(payload in arb_v1_created()) {
+        let bytes = serde_json::to_vec(&payload).unwrap();
+        let decoded = TaskEvent::decode("TaskCreated", 1, &bytes);
+        let Ok(TaskEvent::Created(created)) = decoded else {
+            panic!("a valid v1 payload was refused: {decoded:?}\n{payload}");
+        };
+        prop_assert_eq!(created.time_zone.as_str(), "UTC");
+        let mut current: Value = serde_json::from_slice(&TaskEvent::Created(created.clone()).encode()).unwrap();
+        let current = current.as_object_mut().unwrap();
+        prop_assert_eq!(current.remove("time_zone"), Some(Value::from("UTC")));
+        for (field, value) in payload.as_object().unwrap() {
+            if !value.is_null() {
+                prop_assert_eq!(current.get(field), Some(value), "field {}", field);
+            }
+        }
+        let task = evolve(None, &TaskEvent::Created(created));
+        prop_assert!(task.is_some());
+        let mut state = task;
+        for later in valid_history().iter().skip(1) {
+            state = evolve(state, later);
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_under_any_type_and_version_never_panic(

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody};
+use crate::limits::{CreateHeaders, TaskCommandHeaders};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::dto::{
@@ -121,10 +122,7 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "commands",
     request_body = CreateTaskRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key create one task and get the same answer (1 to 255 characters)"),
-        ("Tm-Correlation-Id" = Option<String>, Header, description = "Correlates the events this request causes"),
-    ),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Created", body = CommandResponse),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
@@ -170,8 +168,7 @@ pub async fn create_task(
     request_body = UpdateTaskRequest,
     params(
         ("id" = Uuid, Path, description = "Task id"),
-        ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+        TaskCommandHeaders,
     ),
     responses(
         (status = 200, description = "Updated (or nothing to change)", body = CommandResponse),
@@ -180,6 +177,7 @@ pub async fn create_task(
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -206,8 +204,7 @@ macro_rules! transition {
             post, path = $path, tag = "commands",
             params(
                 ("id" = Uuid, Path, description = "Task id"),
-                ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
-                ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+                TaskCommandHeaders,
             ),
             responses(
                 (status = 200, description = "Done", body = CommandResponse),
@@ -268,8 +265,7 @@ transition!(
     request_body(content = Option<CompleteTaskRequest>, description = "Optional; without `actual_minutes` the effort is derived from tracked time"),
     params(
         ("id" = Uuid, Path, description = "Task id"),
-        ("If-Match" = Option<String>, Header, description = "Refuse with 409 unless the task is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key apply once and get the same answer"),
+        TaskCommandHeaders,
     ),
     responses(
         (status = 200, description = "Completed", body = CommandResponse),
@@ -277,6 +273,8 @@ transition!(
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -292,7 +290,7 @@ pub async fn complete_task(
     let task_id = task_id(&id)?;
     let actual_minutes = body
         .actual_minutes
-        .map(|m| EffortMinutes::parse(m, "actual_minutes"))
+        .map(|m| EffortMinutes::parse(m.0, "actual_minutes"))
         .transpose()
         .map_err(|e| ApiError::Validation(vec![e.into()]))?;
     let command = TaskCommand::Complete(CompleteTask {

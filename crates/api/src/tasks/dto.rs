@@ -10,6 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::limits::{
+    parse_instant, DescriptionText, DueAtInstant, TagText, TimeZoneText, TitleText,
+};
 use crate::problem::{ApiError, InvalidField};
 
 /// The priority names.
@@ -44,35 +47,74 @@ pub enum StatusName {
     Archived,
 }
 
-/// A new task. Unknown fields are refused.
+/// A new task. Unknown fields are refused (422 naming the field).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
-    /// 1 to 200 characters after trimming; no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        example = "Write the quarterly report"
-    )]
+    /// The title.
+    #[schema(value_type = TitleText)]
     pub title: String,
-    /// At most 10,000 characters.
-    #[schema(max_length = 10000)]
+    /// A description, if any.
+    #[schema(value_type = Option<DescriptionText>)]
     pub description: Option<String>,
-    /// low, medium, high or urgent.
+    /// The priority, if any.
     #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<String>,
-    /// RFC 3339 instant between the years 1970 and 9999.
-    pub due_at: Option<DateTime<Utc>>,
+    /// When it is due, if ever.
+    #[schema(value_type = Option<DueAtInstant>)]
+    pub due_at: Option<String>,
     /// The owner's estimate, 1 to 100,000 minutes.
-    #[schema(minimum = 1, maximum = 100000)]
-    pub estimate_minutes: Option<i64>,
-    /// At most 20 tags of 1 to 32 characters; duplicates are dropped.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
+    pub estimate_minutes: Option<WholeNumber>,
+    /// At most 20 tags (as sent, duplicates included); duplicates are then dropped.
     #[serde(default)]
-    #[schema(max_items = 20)]
+    #[schema(value_type = Vec<TagText>, max_items = 20)]
     pub tags: Vec<String>,
-    /// The IANA time zone the owner works in (default `UTC`), e.g. `Europe/Paris`.
-    #[schema(max_length = 64, example = "Europe/Paris")]
+    /// The IANA time zone the owner works in (default `UTC`).
+    #[schema(value_type = Option<TimeZoneText>)]
     pub time_zone: Option<String>,
+}
+
+/// A whole number as JSON may write it: `90`, or `90.0` (JSON Schema counts both as an
+/// integer, and some clients send every number as a float). A fraction, or a number past
+/// `i64`, is refused naming the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WholeNumber;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<WholeNumber, E> {
+                // Out of any range the API accepts either way; the range check says so.
+                Ok(WholeNumber(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<WholeNumber, E> {
+                // ±2^63 are exact in f64; 2^63 is the first value past i64.
+                const I64_RANGE: std::ops::Range<f64> =
+                    -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
+                if value.fract() == 0.0 && I64_RANGE.contains(&value) {
+                    Ok(WholeNumber(value as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -84,15 +126,16 @@ where
 }
 
 /// Changes to a task: absent fields stay as they are, `null` clears an optional field.
+/// Unknown fields are refused (422 naming the field).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTaskRequest {
-    /// New title (cannot be cleared).
-    #[schema(min_length = 1, max_length = 200)]
+    /// New title (cannot be cleared; `null` changes nothing).
+    #[schema(value_type = Option<TitleText>)]
     pub title: Option<String>,
     /// New description, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 10000)]
+    #[schema(value_type = Option<DescriptionText>)]
     pub description: Option<Option<String>>,
     /// New priority, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
@@ -100,24 +143,24 @@ pub struct UpdateTaskRequest {
     pub priority: Option<Option<String>>,
     /// New due date, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
-    pub due_at: Option<Option<DateTime<Utc>>>,
+    #[schema(value_type = Option<DueAtInstant>)]
+    pub due_at: Option<Option<String>>,
     /// New estimate, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
-    pub estimate_minutes: Option<Option<i64>>,
-    /// The complete new tag list.
-    #[schema(max_items = 20)]
+    pub estimate_minutes: Option<Option<WholeNumber>>,
+    /// The complete new tag list (`null` changes nothing).
+    #[schema(value_type = Option<Vec<TagText>>, max_items = 20)]
     pub tags: Option<Vec<String>>,
 }
 
-/// Completion details; the body may be omitted.
+/// Completion details; the body may be omitted (or be `null`). Unknown fields are refused.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTaskRequest {
     /// The effort it took, 1 to 100,000 minutes; derived from tracked time when absent.
-    #[schema(minimum = 1, maximum = 100000)]
-    pub actual_minutes: Option<i64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
+    pub actual_minutes: Option<WholeNumber>,
 }
 
 /// Collects every field error instead of stopping at the first.
@@ -155,6 +198,11 @@ pub(crate) struct NewTask {
     pub time_zone: TimeZoneName,
 }
 
+/// A due date as sent: an RFC 3339 instant in the range [`DueAt::parse`] accepts.
+fn due_at(text: &str) -> Result<DateTime<Utc>, domain::FieldError> {
+    DueAt::parse(parse_instant("due_at", text)?)
+}
+
 impl CreateTaskRequest {
     pub(crate) fn validate(self) -> Result<NewTask, ApiError> {
         let mut checks = Checks::default();
@@ -167,10 +215,10 @@ impl CreateTaskRequest {
             .priority
             .as_deref()
             .and_then(|p| checks.take(Priority::parse(p)));
-        let due_at = self.due_at.and_then(|d| checks.take(DueAt::parse(d)));
+        let due_at = self.due_at.as_deref().and_then(|d| checks.take(due_at(d)));
         let estimate_minutes = self
             .estimate_minutes
-            .and_then(|m| checks.take(EffortMinutes::parse(m, "estimate_minutes")));
+            .and_then(|m| checks.take(EffortMinutes::parse(m.0, "estimate_minutes")));
         let tags = checks.take(Tag::parse_list(&self.tags));
         let time_zone = match &self.time_zone {
             Some(zone) => checks.take(TimeZoneName::parse(zone)),
@@ -211,13 +259,13 @@ impl UpdateTaskRequest {
                 None => None,
             },
             due_at: match self.due_at {
-                Some(Some(d)) => checks.take(DueAt::parse(d)).map(Some),
+                Some(Some(d)) => checks.take(due_at(&d)).map(Some),
                 Some(None) => Some(None),
                 None => None,
             },
             estimate_minutes: match self.estimate_minutes {
                 Some(Some(m)) => checks
-                    .take(EffortMinutes::parse(m, "estimate_minutes"))
+                    .take(EffortMinutes::parse(m.0, "estimate_minutes"))
                     .map(Some),
                 Some(None) => Some(None),
                 None => None,
@@ -375,4 +423,23 @@ impl HistoryEvent {
 pub struct TaskHistory {
     /// The events.
     pub items: Vec<HistoryEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_number_may_be_written_as_a_float_but_not_with_a_fraction() {
+        let read = |json: &str| serde_json::from_str::<WholeNumber>(json).map(|n| n.0);
+        assert_eq!(read("90").unwrap(), 90);
+        assert_eq!(read("90.0").unwrap(), 90);
+        assert_eq!(read("-0.0").unwrap(), 0);
+        assert_eq!(read("1e3").unwrap(), 1000);
+        // Past i64: the range check of the field refuses it with its own message.
+        assert_eq!(read("18446744073709551615").unwrap(), i64::MAX);
+        for refused in ["90.5", "1e300", "-1e300", "\"90\"", "null", "true"] {
+            assert!(read(refused).is_err(), "{refused}");
+        }
+    }
 }

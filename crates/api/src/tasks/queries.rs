@@ -1,6 +1,8 @@
 //! Query endpoints: one task, lists, and a task's history. Reads come from the Postgres read
 //! model (after waiting for `Tm-Min-Position` when given); history comes from the event log.
 
+use std::time::Duration;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::Json;
@@ -11,6 +13,10 @@ use projections::task_rows::TaskRecord;
 
 use crate::auth::AuthUser;
 use crate::extract::MinPosition;
+use crate::limits::{
+    parse_instant, parse_position, ListParams, TaskReadParams, DEFAULT_PAGE_SIZE, MAX_CURSOR_CHARS,
+    MAX_FILTER_CHARS, MAX_PAGE_SIZE, MAX_POSITION, MAX_SEARCH_CHARS,
+};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::commands::task_id;
@@ -18,58 +24,86 @@ use crate::tasks::dto::{HistoryEvent, TaskHistory, TaskList, TaskResponse};
 
 /// Waits for the read model to reach the client's `Tm-Min-Position`, or answers 504. With a
 /// replica, that is the replica's copy (unless it is down), the one the query then reads.
+///
+/// A position past the end of the log is refused at once (409): no wait can reach it, so a
+/// 504 with `Retry-After` would send the client into retries that cannot succeed. The log's
+/// end is only asked for when the read model is behind; if NATS cannot say, the request
+/// waits as it would have.
 pub(crate) async fn wait_for_position(state: &AppState, min: MinPosition) -> Result<(), ApiError> {
-    if let MinPosition(Some(requested)) = min {
-        state
-            .reads
-            .wait_for(requested, state.config.read_wait_timeout)
-            .await
-            .map_err(|behind| ApiError::ReadModelBehind {
-                requested,
-                current: behind.current,
-            })?;
+    let MinPosition(Some(requested)) = min else {
+        return Ok(());
+    };
+    if state
+        .reads
+        .wait_for(requested, Duration::ZERO)
+        .await
+        .is_ok()
+    {
+        return Ok(());
     }
+    if let Ok(head) = state.store.head_position().await {
+        if requested > head {
+            return Err(ApiError::PositionPastEnd {
+                requested,
+                end: head,
+            });
+        }
+    }
+    state
+        .reads
+        .wait_for(requested, state.config.read_wait_timeout)
+        .await
+        .map_err(|behind| ApiError::ReadModelBehind {
+            requested,
+            current: behind.current,
+        })?;
     Ok(())
 }
 
-/// Which past state of a task to rebuild, from the query string.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum AsOf {
-    /// The state after this many events.
-    Version(u64),
-    /// The state as of this instant (events that occurred at or before it).
-    Instant(DateTime<Utc>),
+/// The query string's parameters, in order. Names the server does not document never get
+/// here ([`crate::middleware::refuse_unknown_query_parameters`]).
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))
+}
+
+/// Which past state of a task to rebuild, from the query string: the state after
+/// `version` events, the state as of `instant` (events that occurred at or before it), or
+/// both (that version, if the task had reached it by then).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct AsOf {
+    version: Option<u64>,
+    instant: Option<DateTime<Utc>>,
 }
 
 fn as_of(raw: Option<&str>) -> Result<Option<AsOf>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
-    let mut found = None;
-    for (name, value) in pairs {
-        let point = match name.as_str() {
-            "as_of_version" => AsOf::Version(
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| *v >= 1)
-                    .ok_or_else(|| {
-                        ApiError::BadRequest("as_of_version must be a version, 1 or more".into())
-                    })?,
-            ),
-            "as_of" => AsOf::Instant(parse_time("as_of", &value)?),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
-            }
+    let mut point = AsOf::default();
+    for (name, value) in query_pairs(raw)? {
+        let repeated = match name.as_str() {
+            "as_of_version" => point
+                .version
+                .replace(parse_position(&value).filter(|v| *v >= 1).ok_or_else(|| {
+                    ApiError::field(
+                        "as_of_version",
+                        format!("must be a task version, 1 to {MAX_POSITION}"),
+                    )
+                })?)
+                .is_some(),
+            "as_of" => point
+                .instant
+                .replace(parse_instant("as_of", &value).map_err(field_error)?)
+                .is_some(),
+            _ => false,
         };
-        if found.replace(point).is_some() {
-            return Err(ApiError::BadRequest(
-                "give one of as_of_version or as_of, once".into(),
-            ));
+        if repeated {
+            return Err(ApiError::field(&name, "give it once"));
         }
     }
-    Ok(found)
+    Ok((point != AsOf::default()).then_some(point))
+}
+
+fn field_error(error: domain::FieldError) -> ApiError {
+    ApiError::Validation(vec![error.into()])
 }
 
 /// Rebuilds a task's past state from its events (time travel).
@@ -80,14 +114,12 @@ async fn task_as_of(
     point: AsOf,
 ) -> Result<TaskRecord, ApiError> {
     let events = state.store.history(owner, id).await?;
-    let included = events.iter().take_while(|e| match point {
-        AsOf::Version(_) => true,
-        AsOf::Instant(at) => e.event.occurred_at() <= at,
-    });
-    let limit = match point {
-        AsOf::Version(v) => usize::try_from(v).unwrap_or(usize::MAX),
-        AsOf::Instant(_) => usize::MAX,
-    };
+    let included = events
+        .iter()
+        .take_while(|e| point.instant.is_none_or(|at| e.event.occurred_at() <= at));
+    let limit = point
+        .version
+        .map_or(usize::MAX, |v| usize::try_from(v).unwrap_or(usize::MAX));
     let mut task = None;
     let mut position = 0;
     for recorded in included.take(limit) {
@@ -95,10 +127,8 @@ async fn task_as_of(
         position = recorded.position;
     }
     let task = task.ok_or(ApiError::NotFound)?;
-    if let AsOf::Version(v) = point {
-        if task.version != v {
-            return Err(ApiError::NotFound);
-        }
+    if point.version.is_some_and(|v| task.version != v) {
+        return Err(ApiError::NotFound);
     }
     Ok(TaskRecord { task, position })
 }
@@ -108,15 +138,15 @@ async fn task_as_of(
     get, path = "/v1/tasks/{id}", tag = "queries",
     params(
         ("id" = Uuid, Path, description = "Task id"),
-        ("as_of_version" = Option<u64>, Query, description = "Time travel: the task as it was at this version, rebuilt from its events", minimum = 1),
-        ("as_of" = Option<DateTime<Utc>>, Query, description = "Time travel: the task as it was at this instant (RFC 3339), rebuilt from its events"),
-        ("Tm-Min-Position" = Option<u64>, Header, description = "Wait (bounded) until the read model has applied this stream position"),
+        TaskReadParams,
     ),
     responses(
         (status = 200, description = "The task; `ETag` carries its version", body = TaskResponse),
-        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (task id, header or query string)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task (or no such version / not yet created at that instant)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Tm-Min-Position is past the end of the log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The read model did not reach Tm-Min-Position in time", body = Problem, content_type = "application/problem+json"),
     ),
@@ -154,56 +184,66 @@ pub async fn get_task(
     Ok((headers, Json(response)))
 }
 
-fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 instant")))
+/// A comma-separated filter (`status`, `priority`): empty for none, else every item parsed,
+/// at most [`MAX_FILTER_CHARS`].
+fn filter_list<T>(
+    name: &str,
+    value: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    names: &str,
+) -> Result<Vec<T>, ApiError> {
+    let refused = || ApiError::field(name, format!("must be a comma-separated list of {names}"));
+    if value.len() > MAX_FILTER_CHARS {
+        return Err(refused());
+    }
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|item| parse(item).ok_or_else(refused))
+        .collect()
 }
 
-fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
+fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut query = ListQuery {
-        limit: state.config.default_page_size,
+        limit: DEFAULT_PAGE_SIZE,
         ..ListQuery::default()
     };
     let mut cursor = None;
-    for (name, value) in pairs {
+    for (name, value) in query_pairs(raw)? {
         match name.as_str() {
-            "status" => {
-                for s in value.split(',').filter(|s| !s.is_empty()) {
-                    query.statuses.push(TaskStatus::parse(s).ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "status must be one of open, in_progress, paused, completed, archived (got {s:?})"
-                        ))
-                    })?);
-                }
-            }
-            "priority" => {
-                for p in value.split(',').filter(|p| !p.is_empty()) {
-                    query.priorities.push(Priority::parse(p).map_err(|_| {
-                        ApiError::BadRequest(format!(
-                            "priority must be one of low, medium, high, urgent (got {p:?})"
-                        ))
-                    })?);
-                }
-            }
+            "status" => query.statuses.extend(filter_list(
+                "status",
+                &value,
+                TaskStatus::parse,
+                "open, in_progress, paused, completed, archived",
+            )?),
+            "priority" => query.priorities.extend(filter_list(
+                "priority",
+                &value,
+                |p| Priority::parse(p).ok(),
+                "low, medium, high, urgent",
+            )?),
             "tag" => {
-                if value.chars().count() > domain::Tag::MAX_CHARS
-                    || query.tags.len() >= domain::Tag::MAX_PER_TASK
-                {
-                    return Err(ApiError::BadRequest(
-                        "at most 20 tag filters of 32 characters".into(),
-                    ));
+                if query.tags.len() >= domain::Tag::MAX_PER_TASK {
+                    return Err(ApiError::field("tag", "at most 20 tags"));
                 }
-                query.tags.push(value.trim().to_owned());
+                let tag = domain::Tag::parse(&value)
+                    .map_err(|e| ApiError::field("tag", e.message.replace("each tag", "a tag")))?;
+                query.tags.push(tag.as_str().to_owned());
             }
-            "due_after" => query.due_after = Some(parse_time("due_after", &value)?),
-            "due_before" => query.due_before = Some(parse_time("due_before", &value)?),
+            "due_after" => {
+                query.due_after = Some(parse_instant("due_after", &value).map_err(field_error)?)
+            }
+            "due_before" => {
+                query.due_before = Some(parse_instant("due_before", &value).map_err(field_error)?)
+            }
             "q" => {
-                if value.chars().count() > 200 {
-                    return Err(ApiError::BadRequest(
-                        "q is limited to 200 characters".into(),
+                if value.chars().count() > MAX_SEARCH_CHARS || value.chars().any(char::is_control) {
+                    return Err(ApiError::field(
+                        "q",
+                        "must be at most 200 characters, without control characters",
                     ));
                 }
                 if !value.trim().is_empty() {
@@ -211,13 +251,14 @@ fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError
                 }
             }
             "sort" => {
-                let (descending, name) = match value.strip_prefix('-') {
-                    Some(name) => (true, name),
+                let (descending, key) = match value.strip_prefix('-') {
+                    Some(key) => (true, key),
                     None => (false, value.as_str()),
                 };
-                query.sort = SortKey::parse(name).ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "sort must be created_at, updated_at, due_at or priority, optionally prefixed by - for descending".into(),
+                query.sort = SortKey::parse(key).ok_or_else(|| {
+                    ApiError::field(
+                        "sort",
+                        "must be created_at, updated_at, due_at or priority, optionally prefixed by - for descending",
                     )
                 })?;
                 query.descending = descending;
@@ -226,20 +267,18 @@ fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError
                 query.limit = value
                     .parse::<u32>()
                     .ok()
-                    .filter(|l| (1..=state.config.max_page_size).contains(l))
+                    .filter(|l| (1..=MAX_PAGE_SIZE).contains(l) && !value.starts_with('+'))
                     .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "limit must be between 1 and {}",
-                            state.config.max_page_size
-                        ))
+                        ApiError::field("limit", format!("must be between 1 and {MAX_PAGE_SIZE}"))
                     })?;
             }
-            "cursor" => cursor = Some(value),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
+            "cursor" => {
+                if value.len() > MAX_CURSOR_CHARS {
+                    return Err(ApiError::from(projections::ProjectionError::InvalidCursor));
+                }
+                cursor = Some(value)
             }
+            _ => {}
         }
     }
     if let Some(cursor) = cursor {
@@ -251,22 +290,13 @@ fn list_query(state: &AppState, raw: Option<&str>) -> Result<ListQuery, ApiError
 /// List your tasks.
 #[utoipa::path(
     get, path = "/v1/tasks", tag = "queries",
-    params(
-        ("status" = Option<String>, Query, description = "Comma-separated statuses: open, in_progress, paused, completed, archived"),
-        ("priority" = Option<String>, Query, description = "Comma-separated priorities: low, medium, high, urgent"),
-        ("tag" = Option<String>, Query, description = "Only tasks carrying this tag; repeat for several (all must match; at most 20)"),
-        ("due_after" = Option<DateTime<Utc>>, Query, description = "Due at or after this instant"),
-        ("due_before" = Option<DateTime<Utc>>, Query, description = "Due before this instant"),
-        ("q" = Option<String>, Query, description = "Full-text search over title and description (web-search syntax; at most 200 characters)"),
-        ("sort" = Option<String>, Query, description = "created_at, updated_at, due_at or priority; prefix with - for descending (default -created_at)"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
-        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"),
-        ("Tm-Min-Position" = Option<u64>, Header, description = "Wait (bounded) until the read model has applied this stream position"),
-    ),
+    params(ListParams),
     responses(
         (status = 200, description = "A page of tasks", body = TaskList),
-        (status = 400, description = "Malformed parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (header or query string)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Tm-Min-Position is past the end of the log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Read model unavailable", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The read model did not reach Tm-Min-Position in time", body = Problem, content_type = "application/problem+json"),
     ),
@@ -278,7 +308,7 @@ pub async fn list_tasks(
     min: MinPosition,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<TaskList>, ApiError> {
-    let query = list_query(&state, raw.as_deref())?;
+    let query = list_query(raw.as_deref())?;
     wait_for_position(&state, min).await?;
     let (owner, query) = (&owner, &query);
     let page = state
