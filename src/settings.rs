@@ -762,8 +762,8 @@ mod tests {
     #[test]
     fn production_refuses_a_key_set_fetched_over_plain_http() {
         let production = ("TASKMASTER_ENV", "production");
-        let error = settings(&[production, ("TASKMASTER_JWKS", "http://id.example/jwks")])
-            .unwrap_err();
+        let error =
+            settings(&[production, ("TASKMASTER_JWKS", "http://id.example/jwks")]).unwrap_err();
         assert_eq!(error.variable, "TASKMASTER_JWKS");
         assert!(error.message.contains("https"), "{}", error.message);
         assert!(settings(&[production, ("TASKMASTER_JWKS", "/etc/taskmaster/jwks.json")]).is_ok());
