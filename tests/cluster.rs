@@ -597,14 +597,7 @@ async fn losing_the_stream_leader_under_load_fails_commands_only_cleanly_and_los
     // model equals the log: caught up, one row version per event, verify clean. Retries whose
     // first attempt had in fact been stored (its ack lost with the leader) were answered by
     // the duplicate check (Nats-Msg-Id) and the history lookup, and appended nothing more.
-    let checked = check_all(
-        &journal,
-        observer.clone(),
-        &cluster.urls(),
-        &prefix,
-        &db.url,
-    )
-    .await;
+    let checked = check_all(&journal, &cluster.urls(), &prefix, &db.url).await;
     let head = checked.events;
     eprintln!(
         "{} retried commands had been stored by an attempt answered 503",

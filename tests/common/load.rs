@@ -113,6 +113,20 @@ impl Journal {
             .count()
     }
 
+    /// Asserts that commands went on as if nothing happened between `from` and `until` (while
+    /// `what` was down): no attempt failed at all, and some were accepted meanwhile. Returns how
+    /// many were.
+    pub fn assert_unaffected(&self, from: Instant, until: Instant, what: &str) -> usize {
+        assert!(
+            self.failed().is_empty(),
+            "commands failed while {what} was down: {:?}",
+            self.by_status()
+        );
+        let during = self.accepted_after(from) - self.accepted_after(until);
+        assert!(during > 0, "no command was accepted while {what} was down");
+        during
+    }
+
     /// The first attempt sent at or after `instant` that succeeded, as time after `instant`.
     pub fn first_success_sent_after(&self, instant: Instant) -> Option<Duration> {
         self.attempts
@@ -532,16 +546,22 @@ pub async fn check_read_model(
     );
 }
 
-/// The whole check after a fault: the log read through `client` (under `prefix`) against the
-/// journal ([`check_log`]), then the read model of `database_url` against the log
-/// ([`check_read_model`], `taskmaster verify` run on `nats_url`).
+/// The whole check after a fault: the log read from `nats_url` (one server, or a cluster's
+/// comma-separated list) under `prefix` against the journal ([`check_log`]), then the read
+/// model of `database_url` against the log ([`check_read_model`], `taskmaster verify` run on
+/// the same servers).
 pub async fn check_all(
     journal: &Journal,
-    client: async_nats::Client,
     nats_url: &str,
     prefix: &str,
     database_url: &str,
 ) -> LogCheck {
+    let servers: Vec<&str> = nats_url.split(',').collect();
+    let client = async_nats::ConnectOptions::new()
+        .name("test-checks")
+        .connect(servers)
+        .await
+        .unwrap();
     let naming = eventstore::Naming::new(prefix).unwrap();
     let store = EventStore::open(client, naming, eventstore::store::StoreOptions::default())
         .await

@@ -126,8 +126,7 @@ async fn nats_down_for_ten_seconds_mid_load_answers_503_and_recovers_without_a_r
 
     // Nothing lost, nothing doubled: the log holds every accepted command's event once, and the
     // read model equals the log.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let checked = check_all(&journal, client, &nats.url(), &prefix, &db.url).await;
+    let checked = check_all(&journal, &nats.url(), &prefix, &db.url).await;
 
     let first_success = journal.first_success_sent_after(restarted).unwrap();
     eprintln!(

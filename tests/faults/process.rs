@@ -161,15 +161,7 @@ async fn taskmaster_sigkilled_mid_load_and_restarted_loses_no_acknowledged_comma
 
     // Every acknowledged command is in the log exactly once and in the read model; no event
     // was applied twice, although the killed process's last batch and leases were cut off.
-    let client = async_nats::connect(testkit::nats_url()).await.unwrap();
-    let checked = check_all(
-        &journal,
-        client,
-        &testkit::nats_url(),
-        &nats.prefix,
-        &db.url,
-    )
-    .await;
+    let checked = check_all(&journal, &testkit::nats_url(), &nats.prefix, &db.url).await;
     let pool = projections::database::connect(&db.url, 2).await.unwrap();
     let rows = projections::task_rows::load_all(&pool).await.unwrap();
     for accepted in &journal.accepted {
