@@ -18,9 +18,10 @@
 //! Redis only enforces a limit here; it must never be why a request fails or hangs. So the
 //! limiter fails open: every call is bounded (250 ms), the connection is the insights cache's
 //! kind ([`LazyRedis`]: made lazily; once Redis is found unreachable, not asked again for
-//! [`RECONNECT_PAUSE`], so requests meanwhile pay nothing), and when Redis cannot answer the request is served without `RateLimit-*` headers,
-//! counted as `taskmaster_rate_limit_decisions_total{outcome="unavailable"}` and logged as a
-//! warning at most once per [`WARN_INTERVAL`].
+//! [`RECONNECT_PAUSE`], so requests meanwhile pay nothing), and when Redis cannot answer the
+//! request is served without `RateLimit-*` headers, counted as
+//! `taskmaster_rate_limit_decisions_total{outcome="unavailable"}` and logged as a warning at
+//! most once per [`WARN_INTERVAL`].
 //!
 //! # Client address
 //! The socket peer (axum `ConnectInfo`), unless it is one of `TASKMASTER_TRUSTED_PROXIES`: then

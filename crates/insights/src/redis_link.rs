@@ -27,6 +27,18 @@ struct State {
     failed_at: Option<Instant>,
 }
 
+/// Why a call failed, as far as the breaker is concerned.
+#[derive(Debug)]
+enum Failure {
+    /// The breaker refused the call: Redis was not asked.
+    Refused,
+    /// Redis could not be reached, or did not answer in time: opens the breaker.
+    Unreachable(String),
+    /// Redis answered, with an error (a script error, say): it is there, so the breaker
+    /// closes.
+    Answered(String),
+}
+
 impl State {
     /// Whether the breaker is open at `now`. When it has just closed, it is opened again for
     /// everyone but the caller, who tries Redis: one probe per pause, not a stampede.
@@ -38,6 +50,16 @@ impl State {
                 false
             }
             None => false,
+        }
+    }
+
+    /// Records how a call that was let through went (a refused call leaves the breaker as it
+    /// is): Redis unreachable opens it, any answer closes it.
+    fn settle(&mut self, failure: Option<&Failure>, now: Instant) {
+        match failure {
+            Some(Failure::Refused) => {}
+            Some(Failure::Unreachable(_)) => self.failed_at = Some(now),
+            Some(Failure::Answered(_)) | None => self.failed_at = None,
         }
     }
 }
@@ -87,38 +109,36 @@ impl LazyRedis {
         let bounded = async {
             let connection = self.connection().await?;
             call(connection).await.map_err(|error| {
-                let opens = unreachable(&error);
-                (error.to_string(), opens)
+                if unreachable(&error) {
+                    Failure::Unreachable(error.to_string())
+                } else {
+                    Failure::Answered(error.to_string())
+                }
             })
         };
         let outcome = match tokio::time::timeout(self.timeout, bounded).await {
             Ok(outcome) => outcome,
-            Err(_) => Err((format!("no answer within {:?}", self.timeout), true)),
+            Err(_) => Err(Failure::Unreachable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         };
-        let mut state = self.state.lock().await;
-        match outcome {
-            Ok(value) => {
-                state.failed_at = None;
-                Ok(value)
-            }
-            Err((error, opens)) => {
-                if opens {
-                    state.failed_at = Some(Instant::now());
-                }
-                Err(error)
-            }
-        }
+        self.state
+            .lock()
+            .await
+            .settle(outcome.as_ref().err(), Instant::now());
+        outcome.map_err(|failure| match failure {
+            Failure::Refused => "Redis unreachable a moment ago; not asking again yet".into(),
+            Failure::Unreachable(error) | Failure::Answered(error) => error,
+        })
     }
 
-    /// The connection, made now if there is none; an error while the breaker is open (the
-    /// failure's cause is already logged by whoever met it).
-    async fn connection(&self) -> Result<ConnectionManager, (String, bool)> {
+    /// The connection, made now if there is none; [`Failure::Refused`] while the breaker is
+    /// open (the failure's cause is already logged by whoever met it).
+    async fn connection(&self) -> Result<ConnectionManager, Failure> {
         let mut state = self.state.lock().await;
         if state.refuses(Instant::now()) {
-            return Err((
-                "Redis unreachable a moment ago; not asking again yet".into(),
-                false,
-            ));
+            return Err(Failure::Refused);
         }
         if let Some(manager) = &state.manager {
             return Ok(manager.clone());
@@ -135,8 +155,11 @@ impl LazyRedis {
                 state.manager = Some(manager.clone());
                 Ok(manager)
             }
-            Ok(Err(error)) => Err((error.to_string(), true)),
-            Err(_) => Err((format!("no connection within {:?}", self.timeout), true)),
+            Ok(Err(error)) => Err(Failure::Unreachable(error.to_string())),
+            Err(_) => Err(Failure::Unreachable(format!(
+                "no connection within {:?}",
+                self.timeout
+            ))),
         }
     }
 }
@@ -161,5 +184,23 @@ mod tests {
             state.refuses(later + Duration::from_millis(1)),
             "the others wait for its outcome"
         );
+    }
+
+    #[test]
+    fn unreachable_opens_the_breaker_an_answer_closes_it_and_a_refusal_leaves_it() {
+        let start = Instant::now();
+        let mut state = State::default();
+        state.settle(Some(&Failure::Unreachable("refused".into())), start);
+        assert!(state.refuses(start));
+        state.settle(Some(&Failure::Refused), start);
+        assert_eq!(state.failed_at, Some(start), "a refused call asked nobody");
+        // The probe after the pause finds Redis there, if answering with an error.
+        let probe = start + RECONNECT_PAUSE;
+        assert!(!state.refuses(probe));
+        state.settle(Some(&Failure::Answered("NOSCRIPT".into())), probe);
+        assert!(!state.refuses(probe), "Redis answered: closed");
+        state.settle(Some(&Failure::Unreachable("timeout".into())), probe);
+        state.settle(None, probe);
+        assert!(!state.refuses(probe), "a success closes it too");
     }
 }
