@@ -19,7 +19,7 @@ mod common;
 use common::load::{check_all, Load, REQUEST_LIMIT};
 use common::nats_server::{free_ports, nats_server_binary};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,11 +54,7 @@ impl Node {
 
     fn start(&mut self, binary: &Path) {
         assert!(self.process.is_none(), "{} is already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = common::append_log(&self.log);
         let child = Command::new(binary)
             .arg("-c")
             .arg(&self.config)
@@ -72,17 +68,12 @@ impl Node {
 
     /// SIGKILL: no goodbye to the cluster or the clients.
     fn kill(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        common::kill(&mut self.process);
     }
 
     /// The end of its log, for failure messages.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        common::log_tail(&self.log, 15)
     }
 }
 
@@ -345,23 +336,18 @@ async fn wait_for_leader(
 // The application and its clients
 
 fn cluster_settings(cluster: &Cluster, db: &TestDatabase, prefix: &str) -> Settings {
-    let vars: HashMap<&str, String> = HashMap::from([
+    common::test_settings([
         ("DATABASE_URL", db.url.clone()),
         ("TASKMASTER_NATS_URL", cluster.urls()),
         ("TASKMASTER_NATS_REPLICAS", "3".to_owned()),
         ("TASKMASTER_NATS_PREFIX", prefix.to_owned()),
-        ("REDIS_URL", testkit::redis_url()),
-        ("TASKMASTER_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        ("TASKMASTER_JWT_SECRET", common::SECRET.to_owned()),
-        ("TASKMASTER_DATABASE_MAX_CONNECTIONS", "4".to_owned()),
         ("TASKMASTER_PROJECTION_PARTITIONS", "4".to_owned()),
         ("TASKMASTER_PROJECTION_LEASE_TTL_MS", "3000".to_owned()),
         // The failover clients run flat out from one address for as long as the failover
         // takes; the test is about JetStream, not about limits.
         ("TASKMASTER_RATE_LIMIT_USER", "0".to_owned()),
         ("TASKMASTER_RATE_LIMIT_IP", "0".to_owned()),
-    ]);
-    Settings::from_lookup(|name| vars.get(name).cloned()).expect("cluster settings")
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{problem, TestApp};
+use common::{header, problem, TestApp};
 use reqwest::Response;
 use serde_json::Value;
 
@@ -18,13 +18,6 @@ async fn list(app: &TestApp, token: Option<&str>) -> Response {
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap()
-}
-
-fn header(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 fn number(response: &Response, name: &str) -> u64 {

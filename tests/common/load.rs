@@ -180,13 +180,7 @@ pub async fn command(
         let (status, problem_json, retry_after, body) = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
+                let header = |name: &str| super::header(&response, name);
                 let problem_json =
                     header("content-type").as_deref() == Some("application/problem+json");
                 let retry_after = header("retry-after");

@@ -41,11 +41,12 @@ pub struct TestApp {
     _redis: RedisKeys,
 }
 
-pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)]) -> Settings {
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), db.url.clone()),
+/// Settings of a test instance: the shared NATS and Redis, a free port, the tests' secret, a
+/// small pool, then `vars` over them: the test's own database (always), prefix or servers,
+/// and its options.
+pub fn test_settings<'a>(vars: impl IntoIterator<Item = (&'a str, String)>) -> Settings {
+    let mut all: HashMap<String, String> = HashMap::from([
         ("TASKMASTER_NATS_URL".into(), testkit::nats_url()),
-        ("TASKMASTER_NATS_PREFIX".into(), nats.prefix.clone()),
         ("REDIS_URL".into(), testkit::redis_url()),
         ("TASKMASTER_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("TASKMASTER_JWT_SECRET".into(), SECRET.into()),
@@ -53,10 +54,25 @@ pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)])
         // Tests run in parallel against one Postgres: keep each instance's pool small.
         ("TASKMASTER_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
     ]);
-    for (k, v) in extra {
-        vars.insert((*k).into(), (*v).into());
+    for (name, value) in vars {
+        all.insert(name.into(), value);
     }
-    Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings")
+    Settings::from_lookup(|name| all.get(name).cloned()).expect("test settings")
+}
+
+pub fn settings_for(db: &TestDatabase, nats: &NatsScope, extra: &[(&str, &str)]) -> Settings {
+    test_settings(
+        [
+            ("DATABASE_URL", db.url.clone()),
+            ("TASKMASTER_NATS_PREFIX", nats.prefix.clone()),
+        ]
+        .into_iter()
+        .chain(
+            extra
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        ),
+    )
 }
 
 impl TestApp {
@@ -265,6 +281,40 @@ impl RunningApp {
             .unwrap()
             .expect("taskmaster stops cleanly");
     }
+}
+
+/// A header of `response` as text, if present and readable.
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `path` opened for appending (created if missing): the log file of a process a test runs.
+pub fn append_log(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
+/// SIGKILLs the process in `child`, if any, and reaps it: gone at once, without a goodbye to
+/// anyone.
+pub fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last `lines` lines of the log at `path`, for failure messages.
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Asserts a problem+json answer with the given status and returns its body.

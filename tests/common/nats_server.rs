@@ -112,11 +112,7 @@ impl NatsServer {
     /// connections.
     pub fn restart(&mut self) {
         assert!(self.process.is_none(), "the server is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .unwrap();
+        let log = super::append_log(&self.dir.join("server.log"));
         let child = Command::new(&self.binary)
             .args([
                 "-a",
@@ -147,17 +143,12 @@ impl NatsServer {
 
     /// SIGKILL: the server is gone at once, without a goodbye to its clients.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill(&mut self.process);
     }
 
     /// The end of its log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        super::log_tail(&self.dir.join("server.log"), 20)
     }
 }
 

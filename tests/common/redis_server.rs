@@ -67,10 +67,7 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill(&mut self.child);
     }
 
     pub async fn exists(&self, key: &str) -> bool {

@@ -32,12 +32,11 @@ mod redis;
 
 use common::RunningApp;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use taskmaster::{Roles, Settings};
+use taskmaster::Roles;
 use tokio_util::sync::CancellationToken;
 
 /// Concurrent command clients in every test.
@@ -46,27 +45,16 @@ const CLIENTS: usize = 6;
 /// One test at a time (see the crate docs); held for the whole test.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Settings of a test instance: the tests' secret, a free port, small pools, the ml role
-/// retraining rarely (it would take the cores the recovery is measured on), and `vars` over
-/// them (the services, the prefix).
-fn settings(vars: &[(&str, String)]) -> Settings {
-    let mut all: HashMap<String, String> = HashMap::from([
-        ("TASKMASTER_HTTP_ADDR".into(), "127.0.0.1:0".into()),
-        ("TASKMASTER_JWT_SECRET".into(), common::SECRET.into()),
-        ("TASKMASTER_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
-        ("TASKMASTER_ML_RETRAIN_AFTER".into(), "1000000".into()),
-        ("TASKMASTER_NATS_URL".into(), testkit::nats_url()),
-        ("REDIS_URL".into(), testkit::redis_url()),
-    ]);
-    for (name, value) in vars {
-        all.insert((*name).into(), value.clone());
-    }
-    Settings::from_lookup(|name| all.get(name).cloned()).expect("test settings")
-}
-
-/// Every role of taskmaster in the test's process on [`settings`] with `vars`.
+/// Every role of taskmaster in the test's process on the test settings with `vars` (the
+/// services, the prefix), the ml role retraining rarely: it would take the cores the recovery
+/// is measured on.
 async fn serve(vars: &[(&str, String)]) -> RunningApp {
-    RunningApp::start(&settings(vars), Roles::all()).await
+    let settings = common::test_settings(
+        [("TASKMASTER_ML_RETRAIN_AFTER", "1000000".to_owned())]
+            .into_iter()
+            .chain(vars.iter().cloned()),
+    );
+    RunningApp::start(&settings, Roles::all()).await
 }
 
 /// One answer a [`Probe`] got.
@@ -110,13 +98,7 @@ impl Probe {
                     let sent = Instant::now();
                     let sample = match request.send().await {
                         Ok(response) => {
-                            let header = |name: &str| {
-                                response
-                                    .headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned)
-                            };
+                            let header = |name: &str| common::header(&response, name);
                             let (content_type, retry_after, cache, rate_limit) = (
                                 header("content-type"),
                                 header("retry-after"),

@@ -25,11 +25,7 @@ impl Server {
     /// Starts the process and waits until `/health/ready` answers 200.
     async fn start(&mut self) {
         assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = crate::common::append_log(&self.log);
         let child = crate::common::cli(&self.db_url, &self.prefix)
             .args(["serve", "--roles", "api,projector,insights,ml"])
             .env("TASKMASTER_HTTP_ADDR", self.address.to_string())
@@ -77,16 +73,11 @@ impl Server {
 
     /// SIGKILL: no graceful stop, no batch committed, no lease handed back.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::common::kill(&mut self.child);
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::common::log_tail(&self.log, 30)
     }
 }
 
