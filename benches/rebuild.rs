@@ -62,6 +62,7 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
                 due_at: Some(Utc::now() + chrono::Duration::days(3)),
                 estimate_minutes: EffortMinutes::parse(90, "estimate_minutes").ok(),
                 tags: Tag::parse_list(&["planning", "q3"]).expect("tags"),
+                starts_at: None,
                 time_zone: TimeZoneName::parse("Europe/Paris").expect("zone"),
                 at: Utc::now(),
             }),

@@ -108,6 +108,7 @@ async fn write(store: Arc<EventStore>, writer: u64, events: u64) {
                 due_at: Some(Utc::now() + chrono::Duration::days((n % 10) as i64)),
                 estimate_minutes: EffortMinutes::parse(i64::from(estimate), "estimate").ok(),
                 tags: Tag::parse_list(&tags).expect("tags"),
+                starts_at: None,
                 time_zone: TimeZoneName::utc(),
                 at: Utc::now(),
             }),

@@ -574,6 +574,7 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
             due_at: None,
             estimate_minutes: Some(EffortMinutes::parse(30, "estimate").unwrap()),
             tags: vec![],
+            starts_at: None,
             time_zone: domain::TimeZoneName::utc(),
             at,
         });

@@ -58,6 +58,7 @@ async fn keep_writing(store: Arc<EventStore>, stop: CancellationToken) -> u64 {
             due_at: None,
             estimate_minutes: None,
             tags: vec![],
+            starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: Utc::now(),
         });

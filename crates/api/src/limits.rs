@@ -67,8 +67,8 @@ pub const DUE_AT_PATTERN: &str =
     r"^(?!1970-01-01T[^+]*\+(?!00:00))(?!9999-12-31T[^-]*-(?!00:00))(19[7-9][0-9]|[2-9][0-9]{3})-";
 /// A comma-separated list of statuses (empty: no filter).
 pub const STATUS_LIST_PATTERN: &str = concat!(
-    r"^((open|in_progress|paused|completed|archived)",
-    r"(,(open|in_progress|paused|completed|archived))*)?$"
+    r"^((open|in_progress|paused|completed|archived|cancelled)",
+    r"(,(open|in_progress|paused|completed|archived|cancelled))*)?$"
 );
 /// A comma-separated list of priorities (empty: no filter).
 pub const PRIORITY_LIST_PATTERN: &str =
@@ -166,6 +166,15 @@ text_schema!(
     string(Description::MAX_CHARS, Some(DESCRIPTION_PATTERN)).description(Some(
         "At most 10,000 characters; line breaks and tabs are kept, other control characters \
          refused; a blank description means none."
+    ))
+);
+text_schema!(
+    /// A cancellation reason as the document states it ([`domain::CancelReason::parse`]).
+    CancelReasonText,
+    "CancelReason",
+    string(domain::CancelReason::MAX_CHARS, Some(LINE_PATTERN)).description(Some(
+        "At most 500 characters as sent, no control characters; stored trimmed, a blank \
+         reason means none."
     ))
 );
 text_schema!(
@@ -366,7 +375,8 @@ impl IntoParams for ListParams {
         vec![
             query(
                 "status",
-                "Comma-separated statuses: open, in_progress, paused, completed, archived \
+                "Comma-separated statuses: open, in_progress, paused, completed, archived, \
+                 cancelled \
                  (empty: all)",
                 string(MAX_FILTER_CHARS, Some(STATUS_LIST_PATTERN)),
             ),
@@ -396,6 +406,16 @@ impl IntoParams for ListParams {
                 "due_before",
                 "Due before this RFC 3339 instant",
                 date_time(None),
+            ),
+            query(
+                "available",
+                "`true`: only tasks that can be worked on now (open, in progress or paused, \
+                 with no start date or one that has come); `false`: only unfinished tasks whose \
+                 start date is still ahead",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .enum_values(Some(["true", "false"]))
+                    .max_length(Some("false".len())),
             ),
             query(
                 "q",

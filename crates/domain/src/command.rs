@@ -3,7 +3,8 @@
 //! was issued, so `decide` never reads a clock.
 
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
+    CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
+    Timestamp, UserId,
 };
 
 /// Every command of the Task aggregate.
@@ -23,6 +24,8 @@ pub enum TaskCommand {
     Reopen(ReopenTask),
     /// Put it away for good.
     Archive(ArchiveTask),
+    /// Drop it without doing it.
+    Cancel(CancelTask),
 }
 
 impl TaskCommand {
@@ -36,6 +39,7 @@ impl TaskCommand {
             TaskCommand::Complete(_) => "CompleteTask",
             TaskCommand::Reopen(_) => "ReopenTask",
             TaskCommand::Archive(_) => "ArchiveTask",
+            TaskCommand::Cancel(_) => "CancelTask",
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct CreateTask {
     pub priority: Option<Priority>,
     /// Optional due date (already range-checked by `DueAt::parse`).
     pub due_at: Option<Timestamp>,
+    /// Optional start date: when work may begin (range-checked like the due date).
+    pub starts_at: Option<Timestamp>,
     /// The user's own estimate.
     pub estimate_minutes: Option<EffortMinutes>,
     /// Tags, deduplicated.
@@ -77,6 +83,8 @@ pub struct TaskChanges {
     pub priority: Option<Option<Priority>>,
     /// New or cleared due date.
     pub due_at: Option<Option<Timestamp>>,
+    /// New or cleared start date.
+    pub starts_at: Option<Option<Timestamp>>,
     /// New or cleared estimate.
     pub estimate_minutes: Option<Option<EffortMinutes>>,
     /// The complete new tag list.
@@ -126,5 +134,15 @@ pub struct ReopenTask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveTask {
     /// When it was archived.
+    pub at: Timestamp,
+}
+
+/// Cancel a task: it will not be done. Unlike archiving it can be undone (reopen), and unlike
+/// completing it records no effort, so insights and the learner leave it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelTask {
+    /// Why, in the user's words, if they said.
+    pub reason: Option<CancelReason>,
+    /// When it was cancelled.
     pub at: Timestamp,
 }

@@ -28,9 +28,15 @@ pub enum TaskError {
     /// Start or complete on a completed task (reopen it first).
     #[error("task is already completed")]
     AlreadyCompleted,
-    /// Reopen on a task that is not completed.
-    #[error("task is not completed")]
+    /// Reopen on a task that is neither completed nor cancelled.
+    #[error("task is not completed or cancelled")]
     NotCompleted,
+    /// Start, pause, complete or cancel on a cancelled task (reopen it first).
+    #[error("task is cancelled")]
+    Cancelled,
+    /// Cancel on a completed task (reopen it first).
+    #[error("a completed task cannot be cancelled")]
+    CancelCompleted,
 }
 
 /// An input field that failed validation. `field` is the JSON name the client sent.

@@ -13,10 +13,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::DecodeError;
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
+    CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
+    Timestamp, UserId,
 };
 
-/// A task came into existence (version 2: with the owner's time zone).
+/// A task came into existence (version 3: with its start date).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
@@ -35,6 +36,9 @@ pub struct TaskCreated {
     /// When it is due, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<Timestamp>,
+    /// When work on it may begin, if it may not begin at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
     /// The owner's estimate of the effort, in minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate_minutes: Option<EffortMinutes>,
@@ -83,10 +87,11 @@ pub mod v1 {
         pub occurred_at: Timestamp,
     }
 
-    /// Upcasts to version 2: tasks created before zones were recorded count as UTC.
+    /// Upcasts to the current version: tasks created before zones were recorded count as
+    /// UTC, and had no start date.
     impl From<TaskCreated> for super::TaskCreated {
         fn from(v1: TaskCreated) -> Self {
-            super::TaskCreated {
+            super::v2::TaskCreated {
                 task_id: v1.task_id,
                 owner_id: v1.owner_id,
                 title: v1.title,
@@ -97,6 +102,127 @@ pub mod v1 {
                 tags: v1.tags,
                 time_zone: TimeZoneName::utc(),
                 occurred_at: v1.occurred_at,
+            }
+            .into()
+        }
+    }
+
+    /// Some fields changed (version 1: before start dates).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskUpdated")]
+    pub struct TaskUpdated {
+        /// The task.
+        pub task_id: TaskId,
+        /// The new title.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub title: Option<TaskTitle>,
+        /// The new description, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub description: Option<Option<Description>>,
+        /// The new priority, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub priority: Option<Option<Priority>>,
+        /// The new due date, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub due_at: Option<Option<Timestamp>>,
+        /// The new estimate, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub estimate_minutes: Option<Option<EffortMinutes>>,
+        /// The complete new tag list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 20))]
+        pub tags: Option<Vec<Tag>>,
+        /// When it changed.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 2: a version 1 update never touched the start date.
+    impl From<TaskUpdated> for super::TaskUpdated {
+        fn from(v1: TaskUpdated) -> Self {
+            super::TaskUpdated {
+                task_id: v1.task_id,
+                title: v1.title,
+                description: v1.description,
+                priority: v1.priority,
+                due_at: v1.due_at,
+                starts_at: None,
+                estimate_minutes: v1.estimate_minutes,
+                tags: v1.tags,
+                occurred_at: v1.occurred_at,
+            }
+        }
+    }
+}
+
+/// Version 2 payloads.
+pub mod v2 {
+    use super::*;
+
+    /// A task came into existence (version 2: with the owner's time zone, before start dates).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskCreated")]
+    pub struct TaskCreated {
+        /// The task.
+        pub task_id: TaskId,
+        /// Who owns it (also the `<owner_id>` token of the subject).
+        pub owner_id: UserId,
+        /// Its title.
+        pub title: TaskTitle,
+        /// Its description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<Description>,
+        /// Its priority, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub priority: Option<Priority>,
+        /// When it is due, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub due_at: Option<Timestamp>,
+        /// The owner's estimate of the effort, in minutes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub estimate_minutes: Option<EffortMinutes>,
+        /// Its tags.
+        #[serde(default)]
+        #[schemars(length(max = 20))]
+        pub tags: Vec<Tag>,
+        /// The owner's time zone when the task was created.
+        pub time_zone: TimeZoneName,
+        /// When it was created.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 3: tasks created before start dates could begin at once.
+    impl From<TaskCreated> for super::TaskCreated {
+        fn from(v2: TaskCreated) -> Self {
+            super::TaskCreated {
+                task_id: v2.task_id,
+                owner_id: v2.owner_id,
+                title: v2.title,
+                description: v2.description,
+                priority: v2.priority,
+                due_at: v2.due_at,
+                starts_at: None,
+                estimate_minutes: v2.estimate_minutes,
+                tags: v2.tags,
+                time_zone: v2.time_zone,
+                occurred_at: v2.occurred_at,
             }
         }
     }
@@ -111,7 +237,8 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// Some fields changed. Only changed fields are present; `null` means the field was cleared.
+/// Some fields changed (version 2: with the start date). Only changed fields are present;
+/// `null` means the field was cleared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskUpdated {
@@ -141,6 +268,13 @@ pub struct TaskUpdated {
         deserialize_with = "present"
     )]
     pub due_at: Option<Option<Timestamp>>,
+    /// The new start date, or `null` when cleared.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub starts_at: Option<Option<Timestamp>>,
     /// The new estimate, or `null` when cleared.
     #[serde(
         default,
@@ -210,6 +344,20 @@ pub struct TaskArchived {
     pub occurred_at: Timestamp,
 }
 
+/// The task will not be done. It keeps its fields, takes no tracked time and records no
+/// effort; reopening makes it open again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCancelled {
+    /// The task.
+    pub task_id: TaskId,
+    /// Why, if the user said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CancelReason>,
+    /// When it was cancelled.
+    pub occurred_at: Timestamp,
+}
+
 /// Every event of the Task aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
@@ -227,17 +375,20 @@ pub enum TaskEvent {
     Reopened(TaskReopened),
     /// See [`TaskArchived`].
     Archived(TaskArchived),
+    /// See [`TaskCancelled`].
+    Cancelled(TaskCancelled),
 }
 
 /// The `(event_type, event_version)` pairs that this code writes today.
-pub const CURRENT_VERSIONS: [(&str, u32); 7] = [
-    ("TaskCreated", 2),
-    ("TaskUpdated", 1),
+pub const CURRENT_VERSIONS: [(&str, u32); 8] = [
+    ("TaskCreated", 3),
+    ("TaskUpdated", 2),
     ("TaskStarted", 1),
     ("TaskPaused", 1),
     ("TaskCompleted", 1),
     ("TaskReopened", 1),
     ("TaskArchived", 1),
+    ("TaskCancelled", 1),
 ];
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -258,13 +409,15 @@ impl TaskEvent {
             TaskEvent::Completed(_) => "TaskCompleted",
             TaskEvent::Reopened(_) => "TaskReopened",
             TaskEvent::Archived(_) => "TaskArchived",
+            TaskEvent::Cancelled(_) => "TaskCancelled",
         }
     }
 
     /// The version of the payload shape this code writes.
     pub fn event_version(&self) -> u32 {
         match self {
-            TaskEvent::Created(_) => 2,
+            TaskEvent::Created(_) => 3,
+            TaskEvent::Updated(_) => 2,
             _ => 1,
         }
     }
@@ -279,6 +432,7 @@ impl TaskEvent {
             TaskEvent::Completed(e) => e.task_id,
             TaskEvent::Reopened(e) => e.task_id,
             TaskEvent::Archived(e) => e.task_id,
+            TaskEvent::Cancelled(e) => e.task_id,
         }
     }
 
@@ -292,6 +446,7 @@ impl TaskEvent {
             TaskEvent::Completed(e) => e.occurred_at,
             TaskEvent::Reopened(e) => e.occurred_at,
             TaskEvent::Archived(e) => e.occurred_at,
+            TaskEvent::Cancelled(e) => e.occurred_at,
         }
     }
 
@@ -305,6 +460,7 @@ impl TaskEvent {
             TaskEvent::Completed(e) => serde_json::to_vec(e),
             TaskEvent::Reopened(e) => serde_json::to_vec(e),
             TaskEvent::Archived(e) => serde_json::to_vec(e),
+            TaskEvent::Cancelled(e) => serde_json::to_vec(e),
         };
         // Plain structs with string keys: serde_json cannot fail on them.
         encoded.expect("task events always serialize to JSON")
@@ -323,13 +479,20 @@ impl TaskEvent {
             ("TaskCreated", 1) => {
                 TaskEvent::Created(parse::<v1::TaskCreated>("TaskCreated", payload)?.into())
             }
-            ("TaskCreated", 2) => TaskEvent::Created(parse("TaskCreated", payload)?),
-            ("TaskUpdated", 1) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
+            ("TaskCreated", 2) => {
+                TaskEvent::Created(parse::<v2::TaskCreated>("TaskCreated", payload)?.into())
+            }
+            ("TaskCreated", 3) => TaskEvent::Created(parse("TaskCreated", payload)?),
+            ("TaskUpdated", 1) => {
+                TaskEvent::Updated(parse::<v1::TaskUpdated>("TaskUpdated", payload)?.into())
+            }
+            ("TaskUpdated", 2) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
             ("TaskStarted", 1) => TaskEvent::Started(parse("TaskStarted", payload)?),
             ("TaskPaused", 1) => TaskEvent::Paused(parse("TaskPaused", payload)?),
             ("TaskCompleted", 1) => TaskEvent::Completed(parse("TaskCompleted", payload)?),
             ("TaskReopened", 1) => TaskEvent::Reopened(parse("TaskReopened", payload)?),
             ("TaskArchived", 1) => TaskEvent::Archived(parse("TaskArchived", payload)?),
+            ("TaskCancelled", 1) => TaskEvent::Cancelled(parse("TaskCancelled", payload)?),
             (known, version) if CURRENT_VERSIONS.iter().any(|(t, _)| *t == known) => {
                 return Err(DecodeError::UnknownVersion {
                     event_type: known.to_owned(),
@@ -349,13 +512,16 @@ impl TaskEvent {
         }
         vec![
             ("TaskCreated", 1, schema::<v1::TaskCreated>()),
-            ("TaskCreated", 2, schema::<TaskCreated>()),
-            ("TaskUpdated", 1, schema::<TaskUpdated>()),
+            ("TaskCreated", 2, schema::<v2::TaskCreated>()),
+            ("TaskCreated", 3, schema::<TaskCreated>()),
+            ("TaskUpdated", 1, schema::<v1::TaskUpdated>()),
+            ("TaskUpdated", 2, schema::<TaskUpdated>()),
             ("TaskStarted", 1, schema::<TaskStarted>()),
             ("TaskPaused", 1, schema::<TaskPaused>()),
             ("TaskCompleted", 1, schema::<TaskCompleted>()),
             ("TaskReopened", 1, schema::<TaskReopened>()),
             ("TaskArchived", 1, schema::<TaskArchived>()),
+            ("TaskCancelled", 1, schema::<TaskCancelled>()),
         ]
     }
 }
@@ -379,6 +545,7 @@ mod tests {
             description: Some(None),
             priority: Some(Some(Priority::High)),
             due_at: None,
+            starts_at: None,
             estimate_minutes: None,
             tags: None,
             occurred_at: at(),
@@ -386,22 +553,50 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
         assert_eq!(json["description"], serde_json::Value::Null);
         assert!(json.get("due_at").is_none());
-        let back = TaskEvent::decode("TaskUpdated", 1, &event.encode()).unwrap();
+        let back = TaskEvent::decode("TaskUpdated", 2, &event.encode()).unwrap();
         assert_eq!(back, event);
     }
 
     #[test]
-    fn a_v1_creation_is_upcast_to_v2_in_utc() {
+    fn a_v1_creation_is_upcast_in_utc_without_a_start_date() {
         let v1 = br#"{"task_id":"00000000-0000-0000-0000-000000000001","owner_id":"amy","title":"Old","tags":["x"],"occurred_at":"2025-01-01T00:00:00Z"}"#;
         let TaskEvent::Created(created) = TaskEvent::decode("TaskCreated", 1, v1).unwrap() else {
             panic!("a creation")
         };
         assert_eq!(created.time_zone, TimeZoneName::utc());
+        assert_eq!(created.starts_at, None);
         assert_eq!(created.title.as_str(), "Old");
         // A v1 payload is not a valid v2 payload, and the other way round.
         assert!(TaskEvent::decode("TaskCreated", 2, v1).is_err());
-        let v2 = TaskEvent::Created(created).encode();
-        assert!(TaskEvent::decode("TaskCreated", 1, &v2).is_err());
+        let mut current = created;
+        current.starts_at = Some(at());
+        let v3 = TaskEvent::Created(current).encode();
+        assert!(TaskEvent::decode("TaskCreated", 1, &v3).is_err());
+        // A v3 payload with a start date is not a v2 one: a v2 reader refuses what it
+        // would drop.
+        assert!(TaskEvent::decode("TaskCreated", 2, &v3).is_err());
+    }
+
+    #[test]
+    fn v2_creations_and_v1_updates_are_upcast_without_a_start_date() {
+        let v2 = br#"{"task_id":"00000000-0000-0000-0000-000000000001","owner_id":"amy","title":"T","time_zone":"Europe/Paris","occurred_at":"2025-01-01T00:00:00Z"}"#;
+        let TaskEvent::Created(created) = TaskEvent::decode("TaskCreated", 2, v2).unwrap() else {
+            panic!("a creation")
+        };
+        assert_eq!(created.time_zone.as_str(), "Europe/Paris");
+        assert_eq!(created.starts_at, None);
+        let v1 = br#"{"task_id":"00000000-0000-0000-0000-000000000001","due_at":null,"occurred_at":"2025-01-01T00:00:00Z"}"#;
+        let TaskEvent::Updated(updated) = TaskEvent::decode("TaskUpdated", 1, v1).unwrap() else {
+            panic!("an update")
+        };
+        assert_eq!(updated.due_at, Some(None));
+        assert_eq!(updated.starts_at, None);
+        assert!(TaskEvent::decode(
+            "TaskUpdated",
+            1,
+            br#"{"task_id":"00000000-0000-0000-0000-000000000001","starts_at":null,"occurred_at":"2025-01-01T00:00:00Z"}"#
+        )
+        .is_err());
     }
 
     #[test]

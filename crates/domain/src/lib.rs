@@ -8,8 +8,8 @@
 //! - [`values`]: validated value types (`TaskTitle::parse`, `Tags::parse`, …). Parsing user input
 //!   goes through them; decoding stored events does not re-validate, because a stored event is a
 //!   fact even if the rules tighten later.
-//! - [`command`]: the seven imperative commands.
-//! - [`event`]: the seven past-tense events, their stable `event_type`/`event_version`, and the
+//! - [`command`]: the imperative commands.
+//! - [`event`]: the past-tense events, their stable `event_type`/`event_version`, and the
 //!   decoding (with upcasting) of stored payloads.
 //! - [`task`]: the aggregate state, [`decide`] and [`evolve`].
 //! - [`error`]: the one error enum of this crate.
@@ -21,16 +21,16 @@ pub mod task;
 pub mod values;
 
 pub use command::{
-    ArchiveTask, CompleteTask, CreateTask, PauseTask, ReopenTask, StartTask, TaskChanges,
-    TaskCommand, UpdateTask,
+    ArchiveTask, CancelTask, CompleteTask, CreateTask, PauseTask, ReopenTask, StartTask,
+    TaskChanges, TaskCommand, UpdateTask,
 };
 pub use error::{DecodeError, FieldError, TaskError};
 pub use event::{
-    TaskArchived, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened, TaskStarted,
-    TaskUpdated,
+    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened,
+    TaskStarted, TaskUpdated,
 };
 pub use task::{decide, evolve, replay, Task, TaskStatus};
 pub use values::{
-    Description, DueAt, EffortMinutes, FromTrusted, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
-    Timestamp, UserId,
+    CancelReason, Description, DueAt, EffortMinutes, FromTrusted, Priority, StartsAt, Tag, TaskId,
+    TaskTitle, TimeZoneName, Timestamp, UserId,
 };

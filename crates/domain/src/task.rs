@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CompleteTask, CreateTask, TaskChanges, TaskCommand};
 use crate::error::TaskError;
 use crate::event::{
-    TaskArchived, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened, TaskStarted,
-    TaskUpdated,
+    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened,
+    TaskStarted, TaskUpdated,
 };
 use crate::values::{
-    Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName, Timestamp, UserId,
+    CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
+    Timestamp, UserId,
 };
 
 /// Where a task is in its life.
@@ -31,16 +32,19 @@ pub enum TaskStatus {
     Completed,
     /// Put away; refuses every change.
     Archived,
+    /// Dropped without being done; reopening makes it open again.
+    Cancelled,
 }
 
 impl TaskStatus {
     /// Every status.
-    pub const ALL: [TaskStatus; 5] = [
+    pub const ALL: [TaskStatus; 6] = [
         TaskStatus::Open,
         TaskStatus::InProgress,
         TaskStatus::Paused,
         TaskStatus::Completed,
         TaskStatus::Archived,
+        TaskStatus::Cancelled,
     ];
 
     /// The stable snake_case name used in JSON, SQL and query strings.
@@ -51,6 +55,7 @@ impl TaskStatus {
             TaskStatus::Paused => "paused",
             TaskStatus::Completed => "completed",
             TaskStatus::Archived => "archived",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
@@ -76,6 +81,8 @@ pub struct Task {
     pub priority: Option<Priority>,
     /// Due date.
     pub due_at: Option<Timestamp>,
+    /// When work may begin; `None` means at once.
+    pub starts_at: Option<Timestamp>,
     /// The owner's estimate.
     pub estimate_minutes: Option<EffortMinutes>,
     /// Tags.
@@ -98,6 +105,10 @@ pub struct Task {
     pub actual_minutes: Option<EffortMinutes>,
     /// When it was archived.
     pub archived_at: Option<Timestamp>,
+    /// When it was cancelled (while cancelled, or archived after a cancellation).
+    pub cancelled_at: Option<Timestamp>,
+    /// Why it was cancelled, if the user said.
+    pub cancel_reason: Option<CancelReason>,
     /// How many events it has: 1 after creation. This is the `version` of the API.
     pub version: u64,
 }
@@ -129,24 +140,36 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
             TaskStatus::InProgress => return Err(TaskError::AlreadyStarted),
             TaskStatus::Completed => return Err(TaskError::AlreadyCompleted),
             TaskStatus::Archived => return Err(TaskError::Archived),
+            TaskStatus::Cancelled => return Err(TaskError::Cancelled),
         },
         TaskCommand::Pause(pause) => match task.status {
             TaskStatus::InProgress => TaskEvent::Paused(TaskPaused {
                 task_id,
                 occurred_at: pause.at,
             }),
+            TaskStatus::Cancelled => return Err(TaskError::Cancelled),
             _ => return Err(TaskError::NotStarted),
         },
         TaskCommand::Complete(complete) => match task.status {
             TaskStatus::Completed => return Err(TaskError::AlreadyCompleted),
+            TaskStatus::Cancelled => return Err(TaskError::Cancelled),
             _ => TaskEvent::Completed(completed(task, complete)),
         },
         TaskCommand::Reopen(reopen) => match task.status {
-            TaskStatus::Completed => TaskEvent::Reopened(TaskReopened {
+            TaskStatus::Completed | TaskStatus::Cancelled => TaskEvent::Reopened(TaskReopened {
                 task_id,
                 occurred_at: reopen.at,
             }),
             _ => return Err(TaskError::NotCompleted),
+        },
+        TaskCommand::Cancel(cancel) => match task.status {
+            TaskStatus::Cancelled => return Err(TaskError::Cancelled),
+            TaskStatus::Completed => return Err(TaskError::CancelCompleted),
+            _ => TaskEvent::Cancelled(TaskCancelled {
+                task_id,
+                reason: cancel.reason.clone(),
+                occurred_at: cancel.at,
+            }),
         },
         TaskCommand::Archive(archive) => TaskEvent::Archived(TaskArchived {
             task_id,
@@ -164,6 +187,7 @@ fn created(create: &CreateTask) -> TaskEvent {
         description: create.description.clone(),
         priority: create.priority,
         due_at: create.due_at,
+        starts_at: create.starts_at,
         estimate_minutes: create.estimate_minutes,
         tags: create.tags.clone(),
         time_zone: create.time_zone.clone(),
@@ -197,6 +221,7 @@ fn changed_fields(task: &Task, changes: &TaskChanges, at: Timestamp) -> Option<T
         description: differs(&changes.description, &task.description),
         priority: differs(&changes.priority, &task.priority),
         due_at: differs(&changes.due_at, &task.due_at),
+        starts_at: differs(&changes.starts_at, &task.starts_at),
         estimate_minutes: differs(&changes.estimate_minutes, &task.estimate_minutes),
         tags: differs(&changes.tags, &task.tags),
         occurred_at: at,
@@ -205,6 +230,7 @@ fn changed_fields(task: &Task, changes: &TaskChanges, at: Timestamp) -> Option<T
         || update.description.is_some()
         || update.priority.is_some()
         || update.due_at.is_some()
+        || update.starts_at.is_some()
         || update.estimate_minutes.is_some()
         || update.tags.is_some();
     any.then_some(update)
@@ -226,6 +252,7 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 description: e.description.clone(),
                 priority: e.priority,
                 due_at: e.due_at,
+                starts_at: e.starts_at,
                 estimate_minutes: e.estimate_minutes,
                 tags: e.tags.clone(),
                 time_zone: e.time_zone.clone(),
@@ -237,6 +264,8 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 completed_at: None,
                 actual_minutes: None,
                 archived_at: None,
+                cancelled_at: None,
+                cancel_reason: None,
                 version: 1,
             })
         }
@@ -258,6 +287,9 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             }
             if let Some(due_at) = e.due_at {
                 task.due_at = due_at;
+            }
+            if let Some(starts_at) = e.starts_at {
+                task.starts_at = starts_at;
             }
             if let Some(estimate) = e.estimate_minutes {
                 task.estimate_minutes = estimate;
@@ -284,6 +316,14 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             task.status = TaskStatus::Open;
             task.completed_at = None;
             task.actual_minutes = None;
+            task.cancelled_at = None;
+            task.cancel_reason = None;
+        }
+        TaskEvent::Cancelled(e) => {
+            task.close_session(e.occurred_at);
+            task.status = TaskStatus::Cancelled;
+            task.cancelled_at = Some(e.occurred_at);
+            task.cancel_reason = e.reason.clone();
         }
         TaskEvent::Archived(e) => {
             task.close_session(e.occurred_at);

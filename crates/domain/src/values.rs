@@ -155,6 +155,36 @@ impl Description {
     }
 }
 
+/// Why a task was cancelled: 1..=500 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CancelReason(#[schemars(length(min = 1, max = 500))] String);
+
+impl CancelReason {
+    /// Longest accepted reason, in characters.
+    pub const MAX_CHARS: usize = 500;
+
+    /// Checks length (as sent) and characters; a blank reason means "none given".
+    pub fn parse(input: &str) -> Result<Option<Self>, FieldError> {
+        if input.chars().count() > Self::MAX_CHARS {
+            return Err(FieldError::new("reason", "must be at most 500 characters"));
+        }
+        if has_control(input, false) {
+            return Err(FieldError::new(
+                "reason",
+                "must not contain control characters",
+            ));
+        }
+        let trimmed = input.trim();
+        Ok((!trimmed.is_empty()).then(|| Self(trimmed.to_owned())))
+    }
+
+    /// The reason as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One tag: 1..=32 characters after trimming, no control characters.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
@@ -349,14 +379,31 @@ pub struct DueAt;
 impl DueAt {
     /// Checks the range of a due date.
     pub fn parse(at: Timestamp) -> Result<Timestamp, FieldError> {
-        if (1970..=9999).contains(&at.year()) {
-            Ok(chrono::SubsecRound::trunc_subsecs(at, 6))
-        } else {
-            Err(FieldError::new(
-                "due_at",
-                "must be between the years 1970 and 9999",
-            ))
-        }
+        instant_in_range(at, "due_at")
+    }
+}
+
+/// A start date (when work may begin): the same range and precision as a due date. It may lie
+/// after the due date; the list's `available` filter and the planner read it as given.
+#[derive(Debug)]
+pub struct StartsAt;
+
+impl StartsAt {
+    /// Checks the range of a start date.
+    pub fn parse(at: Timestamp) -> Result<Timestamp, FieldError> {
+        instant_in_range(at, "starts_at")
+    }
+}
+
+/// Years 1970 to 9999, truncated to the microsecond Postgres keeps.
+fn instant_in_range(at: Timestamp, field: &'static str) -> Result<Timestamp, FieldError> {
+    if (1970..=9999).contains(&at.year()) {
+        Ok(chrono::SubsecRound::trunc_subsecs(at, 6))
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be between the years 1970 and 9999",
+        ))
     }
 }
 
@@ -379,6 +426,11 @@ impl FromTrusted<String> for TaskTitle {
     }
 }
 impl FromTrusted<String> for Description {
+    fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+impl FromTrusted<String> for CancelReason {
     fn from_trusted(value: String) -> Self {
         Self(value)
     }

@@ -62,6 +62,7 @@ fn create_command() -> CreateTask {
         description: Description::parse("quarterly numbers").unwrap(),
         priority: Some(Priority::High),
         due_at: Some(t(24 * 60)),
+        starts_at: Some(t(60)),
         estimate_minutes: Some(EffortMinutes::parse(90, "estimate_minutes").unwrap()),
         tags: Tag::parse_list(&["work", "writing"]).unwrap(),
         time_zone: TimeZoneName::parse("Europe/Paris").unwrap(),
@@ -78,6 +79,7 @@ fn created() -> TaskEvent {
         description: c.description,
         priority: c.priority,
         due_at: c.due_at,
+        starts_at: c.starts_at,
         estimate_minutes: c.estimate_minutes,
         tags: c.tags,
         time_zone: c.time_zone,
@@ -118,6 +120,21 @@ fn archived(at: i64) -> TaskEvent {
     TaskEvent::Archived(TaskArchived {
         task_id: ID,
         occurred_at: t(at),
+    })
+}
+
+fn cancelled(at: i64, reason: Option<&str>) -> TaskEvent {
+    TaskEvent::Cancelled(TaskCancelled {
+        task_id: ID,
+        reason: reason.and_then(|r| CancelReason::parse(r).unwrap()),
+        occurred_at: t(at),
+    })
+}
+
+fn cancel(at: i64, reason: Option<&str>) -> TaskCommand {
+    TaskCommand::Cancel(CancelTask {
+        reason: reason.and_then(|r| CancelReason::parse(r).unwrap()),
+        at: t(at),
     })
 }
 
@@ -181,6 +198,7 @@ fn updating_keeps_only_the_fields_that_change() {
             description: Some(None),
             priority: Some(Some(Priority::Low)),
             due_at: None,
+            starts_at: None,
             estimate_minutes: None,
             tags: None,
             occurred_at: t(5),
@@ -236,6 +254,7 @@ fn a_completed_task_can_still_be_edited() {
             description: None,
             priority: None,
             due_at: None,
+            starts_at: None,
             estimate_minutes: None,
             tags: Some(vec![]),
             occurred_at: t(11),
@@ -414,6 +433,164 @@ fn archiving_a_missing_task_is_refused_as_not_found() {
     given([]).when(archive(1)).then_refuse(TaskError::NotFound);
 }
 
+// ---- Start dates ---------------------------------------------------------------------------
+
+#[test]
+fn a_start_date_is_recorded_apart_from_the_due_date() {
+    let task = given([])
+        .when(TaskCommand::Create(create_command()))
+        .then_expect(created());
+    assert_eq!(task.starts_at, Some(t(60)));
+    assert_eq!(task.due_at, Some(t(24 * 60)));
+}
+
+#[test]
+fn a_start_date_can_be_moved_and_cleared() {
+    let moved = TaskChanges {
+        starts_at: Some(Some(t(120))),
+        ..TaskChanges::default()
+    };
+    let task = given([created()])
+        .when(update(moved, 5))
+        .then_expect(TaskEvent::Updated(TaskUpdated {
+            task_id: ID,
+            title: None,
+            description: None,
+            priority: None,
+            due_at: None,
+            starts_at: Some(Some(t(120))),
+            estimate_minutes: None,
+            tags: None,
+            occurred_at: t(5),
+        }));
+    assert_eq!(task.starts_at, Some(t(120)));
+    let cleared = TaskChanges {
+        starts_at: Some(None),
+        ..TaskChanges::default()
+    };
+    let event = decide(Some(&task), &update(cleared, 6)).unwrap().unwrap();
+    assert_eq!(evolve(Some(task), &event).unwrap().starts_at, None);
+}
+
+#[test]
+fn a_start_date_that_does_not_change_yields_no_event() {
+    let same = TaskChanges {
+        starts_at: Some(Some(t(60))),
+        ..TaskChanges::default()
+    };
+    given([created()]).when(update(same, 5)).then_nothing();
+}
+
+// ---- CancelTask ----------------------------------------------------------------------------
+
+#[test]
+fn cancelling_an_open_task_records_the_reason_and_no_effort() {
+    let task = given([created()])
+        .when(cancel(5, Some("  not needed any more ")))
+        .then_expect(cancelled(5, Some("not needed any more")));
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    assert_eq!(task.cancelled_at, Some(t(5)));
+    assert_eq!(
+        task.cancel_reason.as_ref().map(CancelReason::as_str),
+        Some("not needed any more")
+    );
+    assert_eq!(task.completed_at, None);
+    assert_eq!(task.actual_minutes, None);
+}
+
+#[test]
+fn cancelling_a_task_in_progress_closes_its_work_session() {
+    let task = given([created(), started(1)])
+        .when(cancel(11, None))
+        .then_expect(cancelled(11, None));
+    assert_eq!(task.started_at, None);
+    assert_eq!(task.tracked_seconds, 600);
+}
+
+#[test]
+fn a_cancelled_task_can_be_reopened_and_then_worked_on() {
+    let task = given([created(), cancelled(5, Some("later"))])
+        .when(reopen(6))
+        .then_expect(reopened(6));
+    assert_eq!(task.status, TaskStatus::Open);
+    assert_eq!(task.cancelled_at, None);
+    assert_eq!(task.cancel_reason, None);
+    given([created(), cancelled(5, None), reopened(6)])
+        .when(start(7))
+        .then_expect(started(7));
+}
+
+#[test]
+fn a_cancelled_task_refuses_work_until_reopened() {
+    let history = || [created(), cancelled(5, None)];
+    given(history())
+        .when(start(6))
+        .then_refuse(TaskError::Cancelled);
+    given(history())
+        .when(pause(6))
+        .then_refuse(TaskError::Cancelled);
+    given(history())
+        .when(complete(6, Some(3)))
+        .then_refuse(TaskError::Cancelled);
+    given(history())
+        .when(cancel(6, None))
+        .then_refuse(TaskError::Cancelled);
+}
+
+#[test]
+fn a_cancelled_task_can_still_be_edited_and_archived() {
+    let changes = TaskChanges {
+        priority: Some(None),
+        ..TaskChanges::default()
+    };
+    let task = given([created(), cancelled(5, None)])
+        .when(update(changes, 6))
+        .then_expect(TaskEvent::Updated(TaskUpdated {
+            task_id: ID,
+            title: None,
+            description: None,
+            priority: Some(None),
+            due_at: None,
+            starts_at: None,
+            estimate_minutes: None,
+            tags: None,
+            occurred_at: t(6),
+        }));
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    let task = given([created(), cancelled(5, None)])
+        .when(archive(7))
+        .then_expect(archived(7));
+    assert_eq!(task.cancelled_at, Some(t(5)));
+}
+
+#[test]
+fn cancelling_a_completed_task_is_refused() {
+    given([created(), completed(5, Some(3))])
+        .when(cancel(6, None))
+        .then_refuse(TaskError::CancelCompleted);
+}
+
+#[test]
+fn cancelling_an_archived_or_missing_task_is_refused() {
+    given([created(), archived(1)])
+        .when(cancel(2, None))
+        .then_refuse(TaskError::Archived);
+    given([])
+        .when(cancel(1, None))
+        .then_refuse(TaskError::NotFound);
+}
+
+#[test]
+fn a_cancel_reason_is_trimmed_bounded_and_free_of_control_characters() {
+    assert_eq!(CancelReason::parse("   ").unwrap(), None);
+    assert!(CancelReason::parse(&"x".repeat(500)).unwrap().is_some());
+    assert_eq!(
+        CancelReason::parse(&"x".repeat(501)).unwrap_err().field,
+        "reason"
+    );
+    assert!(CancelReason::parse("a\u{0}b").is_err());
+}
+
 // ---- evolve is total -----------------------------------------------------------------------
 
 #[test]
@@ -455,6 +632,8 @@ fn arb_command() -> impl Strategy<Value = TaskCommand> {
         at.clone().prop_map(pause),
         (at.clone(), proptest::option::of(1u32..1000)).prop_map(|(m, a)| complete(m, a)),
         at.clone().prop_map(reopen),
+        (at.clone(), proptest::option::of("[a-z ]{0,12}"))
+            .prop_map(|(m, r)| cancel(m, r.as_deref().filter(|r| !r.trim().is_empty()))),
         at.prop_map(archive),
     ]
 }

@@ -23,6 +23,7 @@ fn valid_history() -> Vec<TaskEvent> {
             description: Description::parse("with a description").unwrap(),
             priority: Some(Priority::Urgent),
             due_at: Some(t(600)),
+            starts_at: Some(t(60)),
             estimate_minutes: Some(EffortMinutes::parse(45, "estimate_minutes").unwrap()),
             tags: Tag::parse_list(&["a", "b"]).unwrap(),
             time_zone: TimeZoneName::parse("Asia/Tokyo").unwrap(),
@@ -42,7 +43,11 @@ fn valid_history() -> Vec<TaskEvent> {
             at: t(4),
         }),
         TaskCommand::Reopen(ReopenTask { at: t(5) }),
-        TaskCommand::Archive(ArchiveTask { at: t(6) }),
+        TaskCommand::Cancel(CancelTask {
+            reason: CancelReason::parse("not needed").unwrap(),
+            at: t(6),
+        }),
+        TaskCommand::Archive(ArchiveTask { at: t(7) }),
     ];
     let mut state = None;
     let mut events = Vec::new();

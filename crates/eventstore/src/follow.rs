@@ -149,6 +149,7 @@ mod tests {
             due_at: None,
             estimate_minutes: None,
             tags: vec![],
+            starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: chrono::Utc::now(),
         });

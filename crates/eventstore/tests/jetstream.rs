@@ -46,6 +46,7 @@ fn create(owner: &UserId, id: TaskId) -> TaskCommand {
         due_at: Some(at(600)),
         estimate_minutes: Some(EffortMinutes::parse(120, "estimate_minutes").unwrap()),
         tags: Tag::parse_list(&["release"]).unwrap(),
+        starts_at: None,
         time_zone: TimeZoneName::utc(),
         at: at(0),
     })

@@ -41,7 +41,7 @@ pub struct TaskFacts {
 }
 
 impl TaskFacts {
-    /// Open, in progress or paused: not finished and not put away.
+    /// Open, in progress or paused: not finished, not cancelled and not put away.
     fn is_unfinished(&self) -> bool {
         matches!(
             self.status,
@@ -578,6 +578,27 @@ mod tests {
                 still_open: 2
             }
         );
+    }
+
+    #[test]
+    fn given_cancelled_tasks_then_completion_rates_and_work_in_progress_leave_them_out() {
+        let cancelled = |created_hours_ago: i64| TaskFacts {
+            status: TaskStatus::Cancelled,
+            due_at: Some(hours_ago(1)),
+            ..open(created_hours_ago)
+        };
+        let insights = given(&[completed(48, 24), open(24), cancelled(24), cancelled(30)]);
+        assert_eq!(
+            insights.completion_rate_7d,
+            WindowRate {
+                rate: Some(0.5),
+                completed: 1,
+                still_open: 1
+            }
+        );
+        assert_eq!(insights.work_in_progress.total, 0);
+        // A cancelled task past its due date is not overdue: nobody will do it.
+        assert_eq!(insights.overdue, 0);
     }
 
     #[test]

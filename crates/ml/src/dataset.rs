@@ -160,6 +160,7 @@ mod tests {
             description: None,
             priority,
             due_at: None,
+            starts_at: None,
             estimate_minutes: estimate.map(EffortMinutes::from_trusted),
             tags: vec![],
             time_zone: TimeZoneName::from_trusted("UTC".into()),
@@ -214,6 +215,32 @@ mod tests {
             2
         );
         assert_eq!(history.position(), 4);
+    }
+
+    #[test]
+    fn a_cancelled_task_is_no_example_and_leaves_the_owners_history_alone() {
+        // given a task that was started, then cancelled with tracked time on it
+        let mut history = History::default();
+        let task = TaskId(uuid::Uuid::from_u128(8));
+        history.observe(&recorded(
+            1,
+            "cy",
+            task,
+            created(task, "cy", Some(30), None),
+        ));
+        let cancelled = TaskEvent::Cancelled(domain::TaskCancelled {
+            task_id: task,
+            reason: None,
+            occurred_at: at(600),
+        });
+        // when the cancellation is observed
+        let observed = history.observe(&recorded(2, "cy", task, cancelled));
+        // then it teaches nothing: no effort example, no completion in the owner's history
+        assert!(matches!(observed, Observed::Nothing));
+        assert!(history
+            .owners()
+            .get(&UserId::from_trusted("cy".into()))
+            .is_none_or(|owner| owner.completions == 0));
     }
 
     #[test]

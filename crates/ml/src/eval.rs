@@ -227,6 +227,7 @@ async fn evaluate_in(
             due_at: None,
             estimate_minutes: None,
             tags: vec![],
+            starts_at: None,
             time_zone: zone.clone(),
             at,
         });

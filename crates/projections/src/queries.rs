@@ -87,6 +87,17 @@ impl SortKey {
     }
 }
 
+/// The `available` filter: a task is available when it is unfinished (open, in progress or
+/// paused) and its start date, if any, has come. The instant comes with the query, so the
+/// read model never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Availability {
+    /// `true`: only available tasks; `false`: only unfinished tasks whose start is still ahead.
+    pub available: bool,
+    /// The instant "has come" is judged at.
+    pub at: DateTime<Utc>,
+}
+
 /// Filters, order and page of a list.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -100,6 +111,8 @@ pub struct ListQuery {
     pub due_after: Option<DateTime<Utc>>,
     /// Due before.
     pub due_before: Option<DateTime<Utc>>,
+    /// Only tasks that can (or, with `false`, cannot yet) be worked on as of an instant.
+    pub available: Option<Availability>,
     /// Full-text search over title and description (web-search syntax: words, "phrases", -not).
     pub text: Option<String>,
     /// Order.
@@ -120,6 +133,7 @@ impl Default for ListQuery {
             tags: Vec::new(),
             due_after: None,
             due_before: None,
+            available: None,
             text: None,
             sort: SortKey::CreatedAt,
             descending: true,
@@ -203,6 +217,16 @@ pub async fn list_tasks(
     }
     if let Some(before) = query.due_before {
         sql.push(" AND due_at < ").push_bind(before);
+    }
+    if let Some(availability) = query.available {
+        sql.push(" AND status IN ('open', 'in_progress', 'paused')");
+        if availability.available {
+            sql.push(" AND (starts_at IS NULL OR starts_at <= ")
+                .push_bind(availability.at)
+                .push(")");
+        } else {
+            sql.push(" AND starts_at > ").push_bind(availability.at);
+        }
     }
     if let Some(text) = &query.text {
         sql.push(" AND search @@ websearch_to_tsquery('english', ")

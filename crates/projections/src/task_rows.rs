@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Description, EffortMinutes, FromTrusted, Priority, Tag, Task, TaskId, TaskStatus, TaskTitle,
-    TimeZoneName, UserId,
+    CancelReason, Description, EffortMinutes, FromTrusted, Priority, Tag, Task, TaskId, TaskStatus,
+    TaskTitle, TimeZoneName, UserId,
 };
 use eventstore::RecordedEvent;
 use sqlx::{PgExecutor, Postgres, Transaction};
@@ -55,6 +55,12 @@ pub struct TaskRow {
     pub actual_minutes: Option<i32>,
     /// Archive time.
     pub archived_at: Option<DateTime<Utc>>,
+    /// Start date.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Cancellation time.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled.
+    pub cancel_reason: Option<String>,
     /// Number of events.
     pub version: i64,
     /// Stream sequence of the last applied event.
@@ -64,7 +70,8 @@ pub struct TaskRow {
 /// The columns every query selects, in [`TaskRow`] order.
 pub const TASK_COLUMNS: &str = "id, owner_id, title, description, priority, due_at, \
     estimate_minutes, tags, time_zone, status, created_at, updated_at, started_at, tracked_seconds, \
-    completed_at, actual_minutes, archived_at, version, position";
+    completed_at, actual_minutes, archived_at, starts_at, cancelled_at, cancel_reason, version, \
+    position";
 
 /// A task as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +119,9 @@ impl TryFrom<TaskRow> for TaskRecord {
             completed_at: row.completed_at,
             actual_minutes: minutes(row.actual_minutes)?,
             archived_at: row.archived_at,
+            starts_at: row.starts_at,
+            cancelled_at: row.cancelled_at,
+            cancel_reason: row.cancel_reason.clone().map(CancelReason::from_trusted),
             version: row.version.max(0) as u64,
         };
         Ok(TaskRecord {
@@ -240,6 +250,9 @@ async fn upsert(
     let mut completed_at = Vec::with_capacity(n);
     let mut actual = Vec::with_capacity(n);
     let mut archived_at = Vec::with_capacity(n);
+    let mut starts_at = Vec::with_capacity(n);
+    let mut cancelled_at = Vec::with_capacity(n);
+    let mut cancel_reason = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
     let mut position = Vec::with_capacity(n);
     for record in records {
@@ -263,6 +276,9 @@ async fn upsert(
         completed_at.push(task.completed_at);
         actual.push(task.actual_minutes.map(|m| m.get() as i32));
         archived_at.push(task.archived_at);
+        starts_at.push(task.starts_at);
+        cancelled_at.push(task.cancelled_at);
+        cancel_reason.push(task.cancel_reason.as_ref().map(|r| r.as_str().to_owned()));
         version.push(task.version as i64);
         position.push(record.position as i64);
     }
@@ -270,18 +286,21 @@ async fn upsert(
         "INSERT INTO tasks (id, owner_id, title, description, priority, due_at, estimate_minutes,
                             tags, status, created_at, updated_at, started_at, tracked_seconds,
                             completed_at, actual_minutes, archived_at, version, position,
-                            time_zone)
+                            time_zone, starts_at, cancelled_at, cancel_reason)
          SELECT u.id, u.owner_id, u.title, u.description, u.priority, u.due_at, u.estimate_minutes,
                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.status, u.created_at,
                 u.updated_at, u.started_at, u.tracked_seconds, u.completed_at, u.actual_minutes,
-                u.archived_at, u.version, u.position, u.time_zone
+                u.archived_at, u.version, u.position, u.time_zone, u.starts_at, u.cancelled_at,
+                u.cancel_reason
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::timestamptz[], $7::int4[], $8::jsonb[], $9::text[], $10::timestamptz[],
                        $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::timestamptz[],
-                       $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[])
+                       $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[],
+                       $20::timestamptz[], $21::timestamptz[], $22::text[])
              AS u(id, owner_id, title, description, priority, due_at, estimate_minutes, tags,
                   status, created_at, updated_at, started_at, tracked_seconds, completed_at,
-                  actual_minutes, archived_at, version, position, time_zone)
+                  actual_minutes, archived_at, version, position, time_zone, starts_at,
+                  cancelled_at, cancel_reason)
          ON CONFLICT (id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, title = EXCLUDED.title,
              description = EXCLUDED.description, priority = EXCLUDED.priority,
@@ -291,7 +310,8 @@ async fn upsert(
              tracked_seconds = EXCLUDED.tracked_seconds, completed_at = EXCLUDED.completed_at,
              actual_minutes = EXCLUDED.actual_minutes, archived_at = EXCLUDED.archived_at,
              version = EXCLUDED.version, position = EXCLUDED.position,
-             time_zone = EXCLUDED.time_zone",
+             time_zone = EXCLUDED.time_zone, starts_at = EXCLUDED.starts_at,
+             cancelled_at = EXCLUDED.cancelled_at, cancel_reason = EXCLUDED.cancel_reason",
     )
     .bind(id)
     .bind(owner)
@@ -312,6 +332,9 @@ async fn upsert(
     .bind(version)
     .bind(position)
     .bind(time_zone)
+    .bind(starts_at)
+    .bind(cancelled_at)
+    .bind(cancel_reason)
     .execute(&mut **tx)
     .await?;
     Ok(())

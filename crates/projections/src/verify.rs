@@ -141,6 +141,17 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         format!("{:?}", a.actual_minutes),
     );
     field("archived_at", maybe(&e.archived_at), maybe(&a.archived_at));
+    field("starts_at", maybe(&e.starts_at), maybe(&a.starts_at));
+    field(
+        "cancelled_at",
+        maybe(&e.cancelled_at),
+        maybe(&a.cancelled_at),
+    );
+    field(
+        "cancel_reason",
+        format!("{:?}", e.cancel_reason),
+        format!("{:?}", a.cancel_reason),
+    );
     field("version", e.version.to_string(), a.version.to_string());
     field(
         "position",

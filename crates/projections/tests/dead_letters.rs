@@ -35,6 +35,7 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
         due_at: None,
         estimate_minutes: None,
         tags: vec![],
+        starts_at: None,
         time_zone: TimeZoneName::utc(),
         at: Utc::now(),
     });

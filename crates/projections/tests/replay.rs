@@ -145,6 +145,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
             "tasks_owner_created",
             "tasks_owner_due",
             "tasks_owner_priority",
+            "tasks_owner_starts",
             "tasks_owner_status",
             "tasks_owner_updated",
             "tasks_pkey",

@@ -35,6 +35,7 @@ fn history(n: usize) -> Vec<(UserId, TaskEvent)> {
             description: Description::parse("from before time zones").unwrap(),
             priority: Some(Priority::ALL[i % 4]),
             due_at: Some(at(1000 + i as i64)),
+            starts_at: None,
             estimate_minutes: EffortMinutes::parse(10 + i as i64, "estimate_minutes").ok(),
             tags: Tag::parse_list(&["legacy"]).unwrap(),
             time_zone: TimeZoneName::utc(),

@@ -6,8 +6,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use domain::{
-    ArchiveTask, CompleteTask, CreateTask, EffortMinutes, PauseTask, ReopenTask, StartTask,
-    TaskCommand, TaskId, UpdateTask, UserId,
+    ArchiveTask, CancelReason, CancelTask, CompleteTask, CreateTask, EffortMinutes, PauseTask,
+    ReopenTask, StartTask, TaskCommand, TaskId, UpdateTask, UserId,
 };
 use eventstore::{CommandMeta, CommandOutcome, StoreError};
 use telemetry::metrics::CommandLabels;
@@ -19,7 +19,7 @@ use crate::limits::{CreateHeaders, TaskCommandHeaders};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::dto::{
-    CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest,
+    CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest,
 };
 
 /// The instant a command is issued, to the microsecond: the precision Postgres keeps, so the
@@ -155,6 +155,7 @@ pub async fn create_task(
         due_at: new.due_at,
         estimate_minutes: new.estimate_minutes,
         tags: new.tags,
+        starts_at: new.starts_at,
         time_zone: new.time_zone,
         at: now(),
     });
@@ -258,6 +259,47 @@ transition!(
     Archive,
     ArchiveTask
 );
+
+/// Cancel a task: it will not be done. It can be reopened; insights and the learner leave it
+/// out, since it records no effort.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/cancel", tag = "commands",
+    request_body(content = Option<CancelTaskRequest>, description = "Optional; a reason for the cancellation"),
+    params(
+        ("id" = Uuid, Path, description = "Task id"),
+        TaskCommandHeaders,
+    ),
+    responses(
+        (status = 200, description = "Cancelled", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version or state conflict (completed, archived or already cancelled)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    AuthUser(owner): AuthUser,
+    Path(id): Path<String>,
+    headers: CommandHeaders,
+    OptionalJsonBody(body): OptionalJsonBody<CancelTaskRequest>,
+) -> Result<CommandAnswer, ApiError> {
+    let task_id = task_id(&id)?;
+    let reason = match body.reason.as_deref() {
+        Some(reason) => {
+            CancelReason::parse(reason).map_err(|e| ApiError::Validation(vec![e.into()]))?
+        }
+        None => None,
+    };
+    let command = TaskCommand::Cancel(CancelTask { reason, at: now() });
+    let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+    Ok(answer(StatusCode::OK, outcome))
+}
 
 /// Complete a task.
 #[utoipa::path(

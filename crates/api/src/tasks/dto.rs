@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Description, DueAt, EffortMinutes, Priority, Tag, TaskChanges, TaskTitle, TimeZoneName,
+    Description, DueAt, EffortMinutes, Priority, StartsAt, Tag, TaskChanges, TaskTitle,
+    TimeZoneName,
 };
 use eventstore::RecordedEvent;
 use projections::task_rows::TaskRecord;
@@ -11,7 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::limits::{
-    parse_instant, DescriptionText, DueAtInstant, TagText, TimeZoneText, TitleText,
+    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, TagText, TimeZoneText,
+    TitleText,
 };
 use crate::problem::{ApiError, InvalidField};
 
@@ -45,6 +47,8 @@ pub enum StatusName {
     Completed,
     /// Put away.
     Archived,
+    /// Dropped without being done; can be reopened.
+    Cancelled,
 }
 
 /// A new task. Unknown fields are refused (422 naming the field).
@@ -63,6 +67,9 @@ pub struct CreateTaskRequest {
     /// When it is due, if ever.
     #[schema(value_type = Option<DueAtInstant>)]
     pub due_at: Option<String>,
+    /// When work on it may begin, if not at once (same range as `due_at`).
+    #[schema(value_type = Option<DueAtInstant>)]
+    pub starts_at: Option<String>,
     /// The owner's estimate, 1 to 100,000 minutes.
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
     pub estimate_minutes: Option<WholeNumber>,
@@ -145,6 +152,10 @@ pub struct UpdateTaskRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DueAtInstant>)]
     pub due_at: Option<Option<String>>,
+    /// New start date, or `null` to clear.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DueAtInstant>)]
+    pub starts_at: Option<Option<String>>,
     /// New estimate, or `null` to clear.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
@@ -161,6 +172,15 @@ pub struct CompleteTaskRequest {
     /// The effort it took, 1 to 100,000 minutes; derived from tracked time when absent.
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
     pub actual_minutes: Option<WholeNumber>,
+}
+
+/// Cancellation details; the body may be omitted (or be `null`). Unknown fields are refused.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTaskRequest {
+    /// Why the task will not be done.
+    #[schema(value_type = Option<CancelReasonText>)]
+    pub reason: Option<String>,
 }
 
 /// Collects every field error instead of stopping at the first.
@@ -193,6 +213,7 @@ pub(crate) struct NewTask {
     pub description: Option<Description>,
     pub priority: Option<Priority>,
     pub due_at: Option<DateTime<Utc>>,
+    pub starts_at: Option<DateTime<Utc>>,
     pub estimate_minutes: Option<EffortMinutes>,
     pub tags: Vec<Tag>,
     pub time_zone: TimeZoneName,
@@ -201,6 +222,11 @@ pub(crate) struct NewTask {
 /// A due date as sent: an RFC 3339 instant in the range [`DueAt::parse`] accepts.
 fn due_at(text: &str) -> Result<DateTime<Utc>, domain::FieldError> {
     DueAt::parse(parse_instant("due_at", text)?)
+}
+
+/// A start date as sent: an RFC 3339 instant in the range [`StartsAt::parse`] accepts.
+fn starts_at(text: &str) -> Result<DateTime<Utc>, domain::FieldError> {
+    StartsAt::parse(parse_instant("starts_at", text)?)
 }
 
 impl CreateTaskRequest {
@@ -216,6 +242,10 @@ impl CreateTaskRequest {
             .as_deref()
             .and_then(|p| checks.take(Priority::parse(p)));
         let due_at = self.due_at.as_deref().and_then(|d| checks.take(due_at(d)));
+        let starts_at = self
+            .starts_at
+            .as_deref()
+            .and_then(|d| checks.take(starts_at(d)));
         let estimate_minutes = self
             .estimate_minutes
             .and_then(|m| checks.take(EffortMinutes::parse(m.0, "estimate_minutes")));
@@ -231,6 +261,7 @@ impl CreateTaskRequest {
                 description,
                 priority,
                 due_at,
+                starts_at,
                 estimate_minutes,
                 tags,
                 time_zone,
@@ -260,6 +291,11 @@ impl UpdateTaskRequest {
             },
             due_at: match self.due_at {
                 Some(Some(d)) => checks.take(due_at(&d)).map(Some),
+                Some(None) => Some(None),
+                None => None,
+            },
+            starts_at: match self.starts_at {
+                Some(Some(d)) => checks.take(starts_at(&d)).map(Some),
                 Some(None) => Some(None),
                 None => None,
             },
@@ -329,6 +365,12 @@ pub struct TaskResponse {
     pub actual_minutes: Option<u32>,
     /// Archive time.
     pub archived_at: Option<DateTime<Utc>>,
+    /// When work may begin; `null` means at once.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Cancellation time, while cancelled (or archived after a cancellation).
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled, if said.
+    pub cancel_reason: Option<String>,
     /// Number of events so far; the `If-Match` value.
     pub version: u64,
     /// Stream position of the task's last event.
@@ -358,6 +400,9 @@ impl From<TaskRecord> for TaskResponse {
             completed_at: task.completed_at,
             actual_minutes: task.actual_minutes.map(EffortMinutes::get),
             archived_at: task.archived_at,
+            starts_at: task.starts_at,
+            cancelled_at: task.cancelled_at,
+            cancel_reason: task.cancel_reason.map(|r| r.as_str().to_owned()),
             version: task.version,
             position: record.position,
             prediction: None,

@@ -20,5 +20,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::complete_task))
         .routes(routes!(commands::reopen_task))
         .routes(routes!(commands::archive_task))
+        .routes(routes!(commands::cancel_task))
         .routes(routes!(queries::task_history))
 }

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::{Priority, TaskStatus};
-use projections::queries::{self, Cursor, ListQuery, SortKey};
+use projections::queries::{self, Availability, Cursor, ListQuery, SortKey};
 use projections::task_rows::TaskRecord;
 
 use crate::auth::AuthUser;
@@ -210,7 +210,7 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                 "status",
                 &value,
                 TaskStatus::parse,
-                "open, in_progress, paused, completed, archived",
+                "open, in_progress, paused, completed, archived, cancelled",
             )?),
             "priority" => query.priorities.extend(filter_list(
                 "priority",
@@ -231,6 +231,17 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
             }
             "due_before" => {
                 query.due_before = Some(parse_instant("due_before", &value).map_err(field_error)?)
+            }
+            "available" => {
+                let available = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(ApiError::field("available", "must be true or false")),
+                };
+                query.available = Some(Availability {
+                    available,
+                    at: Utc::now(),
+                });
             }
             "q" => {
                 if value.chars().count() > MAX_SEARCH_CHARS || value.chars().any(char::is_control) {

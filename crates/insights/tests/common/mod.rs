@@ -140,6 +140,7 @@ impl World {
                     due_at: None,
                     estimate_minutes: EffortMinutes::parse(60, "estimate_minutes").ok(),
                     tags: Tag::parse_list(tags).unwrap(),
+                    starts_at: None,
                     time_zone: TimeZoneName::utc(),
                     at: now(),
                 }),

@@ -117,6 +117,7 @@ pub async fn write_history(
             due_at: None,
             estimate_minutes: EffortMinutes::parse(30 + i as i64, "estimate_minutes").ok(),
             tags: Tag::parse_list(&["load"]).unwrap(),
+            starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: at(0),
         });
