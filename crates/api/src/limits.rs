@@ -172,7 +172,7 @@ text_schema!(
     /// A cancellation reason as the document states it ([`domain::CancelReason::parse`]).
     CancelReasonText,
     "CancelReason",
-    string(domain::CancelReason::MAX_CHARS, Some(LINE_PATTERN)).description(Some(
+    string(domain::CancelReason::MAX_CHARS, Some(NO_CONTROL_PATTERN)).description(Some(
         "At most 500 characters as sent, no control characters; stored trimmed, a blank \
          reason means none."
     ))
