@@ -65,6 +65,7 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
                 starts_at: None,
                 time_zone: TimeZoneName::parse("Europe/Paris").expect("zone"),
                 at: Utc::now(),
+                placement: None,
             }),
             TaskCommand::Update(UpdateTask {
                 changes: TaskChanges {
@@ -78,6 +79,8 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
             TaskCommand::Complete(CompleteTask {
                 actual_minutes: None,
                 at: Utc::now(),
+                open_children: Vec::new(),
+                cascade: false,
             }),
         ];
         for command in &commands {

@@ -111,12 +111,15 @@ async fn write(store: Arc<EventStore>, writer: u64, events: u64) {
                 starts_at: None,
                 time_zone: TimeZoneName::utc(),
                 at: Utc::now(),
+                placement: None,
             }),
             TaskCommand::Start(StartTask { at: Utc::now() }),
             TaskCommand::Pause(PauseTask { at: Utc::now() }),
             TaskCommand::Complete(CompleteTask {
                 actual_minutes: EffortMinutes::parse(i64::from(actual), "actual").ok(),
                 at: Utc::now(),
+                open_children: Vec::new(),
+                cascade: false,
             }),
         ];
         for command in &commands {

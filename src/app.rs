@@ -380,10 +380,17 @@ impl Application {
             .with_metrics(metrics.clone());
             let store = Arc::new(store);
             store_for_ml = Some(store.clone());
+            let reads = reads.clone().context("the api role reads the read model")?;
             Some(AppState {
+                commands: commands::CommandPath::new(
+                    store.clone(),
+                    reads.clone(),
+                    metrics.clone(),
+                    settings.read_wait_timeout,
+                ),
                 store,
                 models: models.clone(),
-                reads: reads.clone().context("the api role reads the read model")?,
+                reads,
                 insights: insights.clone().context("the api role has insights")?,
                 verifier: verifier.clone().context("the api role verifies tokens")?,
                 metrics: metrics.clone(),

@@ -577,12 +577,15 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
             starts_at: None,
             time_zone: domain::TimeZoneName::utc(),
             at,
+            placement: None,
         });
         let complete = TaskCommand::Complete(CompleteTask {
             actual_minutes: Some(
                 EffortMinutes::parse(if i % 2 == 0 { 60 } else { 30 }, "actual").unwrap(),
             ),
             at,
+            open_children: Vec::new(),
+            cascade: false,
         });
         store
             .execute(&owner, task, &create, None, &meta())

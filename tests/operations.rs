@@ -115,6 +115,7 @@ async fn every_operation_in_the_openapi_document_is_a_served_route_and_vice_vers
         "POST /v1/tasks/{id}/reopen",
         "POST /v1/tasks/{id}/archive",
         "POST /v1/tasks/{id}/cancel",
+        "POST /v1/tasks/{id}/move",
     ];
     expected.sort();
     assert_eq!(operations, expected);

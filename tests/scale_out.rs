@@ -61,6 +61,7 @@ async fn keep_writing(store: Arc<EventStore>, stop: CancellationToken) -> u64 {
             starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: Utc::now(),
+            placement: None,
         });
         store
             .execute(&owner, id, &create, None, &meta())

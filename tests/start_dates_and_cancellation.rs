@@ -265,7 +265,7 @@ async fn a_cancelled_task_keeps_its_reason_refuses_work_and_can_be_reopened() {
             "TaskReopened"
         ]
     );
-    assert_eq!(history["items"][0]["event_version"], 3);
+    assert_eq!(history["items"][0]["event_version"], 4);
     assert_eq!(history["items"][2]["data"]["reason"], "plans changed");
 
     let verify = app.cli().arg("verify").output().unwrap();

@@ -73,6 +73,12 @@ pub const STATUS_LIST_PATTERN: &str = concat!(
 /// A comma-separated list of priorities (empty: no filter).
 pub const PRIORITY_LIST_PATTERN: &str =
     r"^((low|medium|high|urgent)(,(low|medium|high|urgent))*)?$";
+/// A task id: a UUID in its hyphenated form.
+pub const UUID_PATTERN: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// The `parent` filter: a task id, or `none` for top-level tasks.
+pub const PARENT_FILTER_PATTERN: &str =
+    r"^(none|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
 /// What a cursor is made of (base64url without padding); only the server makes valid ones.
 pub const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 /// Visible ASCII, spaces inside only (HTTP drops them around a header value).
@@ -187,6 +193,15 @@ text_schema!(
             "At most 32 characters as sent, not blank, no control characters; stored trimmed."
         ))
 );
+text_schema!(
+    /// A task id as a request body names it.
+    TaskIdText,
+    "TaskId",
+    string(36, Some(UUID_PATTERN))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .description(Some("A task id (UUID)."))
+);
+
 text_schema!(
     /// A time zone name as the document states it ([`TimeZoneName::parse`]).
     TimeZoneText,
@@ -416,6 +431,16 @@ impl IntoParams for ListParams {
                     .schema_type(SchemaType::Type(Type::String))
                     .enum_values(Some(["true", "false"]))
                     .max_length(Some("false".len())),
+            ),
+            query(
+                "parent",
+                "`none`: only top-level tasks; a task id: only that task's direct subtasks",
+                string(36, Some(PARENT_FILTER_PATTERN)),
+            ),
+            query(
+                "subtree",
+                "Only this task and every task below it",
+                string(36, Some(UUID_PATTERN)),
             ),
             query(
                 "q",

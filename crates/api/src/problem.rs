@@ -63,6 +63,10 @@ pub struct Problem {
     /// The dependency that is down (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependency: Option<&'static str>,
+    /// The subtasks still to be done (409 for completing a task that has some; complete or
+    /// cancel them first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open_subtasks: Vec<uuid::Uuid>,
 }
 
 /// Every error the API answers with.
@@ -80,6 +84,9 @@ pub enum ApiError {
     /// 409: the task's state refuses the command.
     #[error("state conflict: {0}")]
     StateConflict(TaskError),
+    /// 409: completing a task whose subtasks are still open.
+    #[error("open subtasks")]
+    OpenSubtasks(Vec<domain::TaskId>),
     /// 409: `If-Match` named another version, or a concurrent writer won.
     #[error("version conflict")]
     VersionConflict {
@@ -159,6 +166,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::StateConflict(_)
+            | ApiError::OpenSubtasks(_)
             | ApiError::VersionConflict { .. }
             | ApiError::PositionPastEnd { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -185,6 +193,7 @@ impl ApiError {
             requested_position: None,
             behind_by: None,
             dependency: None,
+            open_subtasks: Vec::new(),
         };
         match self {
             ApiError::BadRequest(detail) => problem("malformed-request", "Malformed request", detail.clone()),
@@ -193,6 +202,17 @@ impl ApiError {
             ApiError::StateConflict(error) => {
                 problem("state-conflict", "The task's state refuses this command", format!("{error}"))
             }
+            ApiError::OpenSubtasks(open) => Problem {
+                open_subtasks: open.iter().map(|id| id.0).collect(),
+                ..problem(
+                    "open-subtasks",
+                    "The task has open subtasks",
+                    format!(
+                        "{} subtask(s) are still open; complete or cancel them first",
+                        open.len()
+                    ),
+                )
+            },
             ApiError::VersionConflict { current_version, detail } => Problem {
                 current_version: *current_version,
                 ..problem("version-conflict", "Version conflict", detail.clone())
@@ -321,6 +341,14 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Rejected(TaskError::NotFound) => ApiError::NotFound,
+            StoreError::Rejected(TaskError::OpenChildren(open)) => ApiError::OpenSubtasks(open),
+            // The hierarchy refusals are about the parent the request names, not about the
+            // task's state: the request can be fixed by naming another parent.
+            StoreError::Rejected(
+                refusal @ (TaskError::ParentCycle
+                | TaskError::TooDeep { .. }
+                | TaskError::ParentArchived),
+            ) => ApiError::field("parent_id", refusal.to_string()),
             StoreError::Rejected(refusal) => ApiError::StateConflict(refusal),
             StoreError::VersionConflict { expected, actual } => ApiError::VersionConflict {
                 current_version: Some(actual),
@@ -339,6 +367,27 @@ impl From<StoreError> for ApiError {
             other @ (StoreError::Corrupt { .. } | StoreError::Config(_)) => {
                 ApiError::Internal(other.to_string())
             }
+        }
+    }
+}
+
+impl From<commands::CommandError> for ApiError {
+    fn from(error: commands::CommandError) -> Self {
+        use commands::CommandError;
+        match error {
+            CommandError::Store(error) => error.into(),
+            CommandError::Read(error) => error.into(),
+            CommandError::ParentNotFound => ApiError::field("parent_id", "no such task"),
+            CommandError::ReadModelBehind { requested, current } => ApiError::Unavailable {
+                dependency: "postgres",
+                cause: format!(
+                    "the read model is at {current}, behind the log at {requested}, so the subtasks cannot be known"
+                ),
+            },
+            CommandError::MoveRaced => ApiError::VersionConflict {
+                current_version: None,
+                detail: "a concurrent move would have put the task under itself; the move was undone, read the tree again and retry".into(),
+            },
         }
     }
 }

@@ -33,7 +33,9 @@ impl Default for ApiConfig {
 /// State of the task endpoints.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Where commands go.
+    /// How commands are executed: the path the automation runtime shares.
+    pub commands: commands::CommandPath,
+    /// The event store, for what reads the log directly (history, time travel).
     pub store: Arc<EventStore>,
     /// The model version this process serves, swapped when a better one is published.
     pub models: ml::ServingModel,

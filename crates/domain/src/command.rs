@@ -26,6 +26,8 @@ pub enum TaskCommand {
     Archive(ArchiveTask),
     /// Drop it without doing it.
     Cancel(CancelTask),
+    /// Put it under another task, or back at the top level.
+    Move(MoveTask),
 }
 
 impl TaskCommand {
@@ -40,6 +42,7 @@ impl TaskCommand {
             TaskCommand::Reopen(_) => "ReopenTask",
             TaskCommand::Archive(_) => "ArchiveTask",
             TaskCommand::Cancel(_) => "CancelTask",
+            TaskCommand::Move(_) => "MoveTask",
         }
     }
 }
@@ -67,8 +70,49 @@ pub struct CreateTask {
     pub tags: Vec<Tag>,
     /// The owner's time zone.
     pub time_zone: TimeZoneName,
+    /// Where it goes in the hierarchy: `None` for a top-level task.
+    pub placement: Option<Placement>,
     /// When the command was issued.
     pub at: Timestamp,
+}
+
+/// The deepest a task may sit: a top-level task is at level 1, its subtasks at level 2, and so
+/// on down to this level. Four is what people use (project, task, step, checklist item) and
+/// keeps every ancestor walk short.
+pub const MAX_DEPTH: usize = 4;
+
+/// What the command path found out about the parent a task is placed under. The aggregate
+/// decides only about itself, so the facts about other tasks arrive with the command, gathered
+/// by the caller from the log (the ancestors) and the read model (the subtree's height).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The new parent.
+    pub parent_id: TaskId,
+    /// The parent's own ancestors, nearest first (empty when the parent is at the top level).
+    pub parent_ancestors: Vec<TaskId>,
+    /// The parent is archived: it takes no new subtasks.
+    pub parent_archived: bool,
+    /// Levels in the placed task's own subtree, itself included: 1 for a task without
+    /// subtasks (always 1 for a create).
+    pub subtree_height: usize,
+}
+
+impl Placement {
+    /// The level the placed task would sit at (the parent's level plus one).
+    pub fn level(&self) -> usize {
+        self.parent_ancestors.len() + 2
+    }
+
+    /// The level of the deepest task of the placed subtree.
+    pub fn deepest_level(&self) -> usize {
+        self.level() + self.subtree_height.max(1) - 1
+    }
+
+    /// Whether the placement puts `task` under itself: as its own parent or below one of its
+    /// descendants (which would then be among the parent's ancestors).
+    pub fn is_cycle_for(&self, task: TaskId) -> bool {
+        self.parent_id == task || self.parent_ancestors.contains(&task)
+    }
 }
 
 /// Field changes of an update. `None` leaves a field alone; for optional fields `Some(None)`
@@ -119,6 +163,12 @@ pub struct PauseTask {
 pub struct CompleteTask {
     /// The effort the user reports, if any.
     pub actual_minutes: Option<EffortMinutes>,
+    /// The task's subtasks that are still open (neither completed nor cancelled), as the
+    /// command path found them.
+    pub open_children: Vec<TaskId>,
+    /// Complete the open subtasks too (the automation runtime carries it out, one child at a
+    /// time); without it, open subtasks refuse the completion.
+    pub cascade: bool,
     /// When it was completed.
     pub at: Timestamp,
 }
@@ -144,5 +194,14 @@ pub struct CancelTask {
     /// Why, in the user's words, if they said.
     pub reason: Option<CancelReason>,
     /// When it was cancelled.
+    pub at: Timestamp,
+}
+
+/// Move a task under another one, or to the top level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveTask {
+    /// The new place: `None` for the top level.
+    pub placement: Option<Placement>,
+    /// When it was moved.
     pub at: Timestamp,
 }

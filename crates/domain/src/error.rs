@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::values::TaskId;
+
 /// A command refused by the rules of the Task aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
@@ -37,6 +39,21 @@ pub enum TaskError {
     /// Cancel on a completed task (reopen it first).
     #[error("a completed task cannot be cancelled")]
     CancelCompleted,
+    /// A placement under the task itself or one of its descendants.
+    #[error("a task cannot be placed under itself or one of its subtasks")]
+    ParentCycle,
+    /// A placement that would put some task of the subtree below the deepest level.
+    #[error("subtasks nest at most {max} levels deep")]
+    TooDeep {
+        /// The deepest level allowed.
+        max: usize,
+    },
+    /// A placement under an archived task.
+    #[error("an archived task takes no subtasks")]
+    ParentArchived,
+    /// Completion of a task whose subtasks are still open, without asking to cascade.
+    #[error("the task has open subtasks")]
+    OpenChildren(Vec<TaskId>),
 }
 
 /// An input field that failed validation. `field` is the JSON name the client sent.

@@ -17,7 +17,7 @@ use crate::values::{
     Timestamp, UserId,
 };
 
-/// A task came into existence (version 3: with its start date).
+/// A task came into existence (version 4: with its place in the hierarchy).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
@@ -48,6 +48,9 @@ pub struct TaskCreated {
     pub tags: Vec<Tag>,
     /// The owner's time zone when the task was created.
     pub time_zone: TimeZoneName,
+    /// The task it is a subtask of; absent for a top-level task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<TaskId>,
     /// When it was created.
     pub occurred_at: Timestamp,
 }
@@ -169,6 +172,33 @@ pub mod v1 {
             }
         }
     }
+
+    /// The task is done (version 1: before cascades).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskCompleted")]
+    pub struct TaskCompleted {
+        /// The task.
+        pub task_id: TaskId,
+        /// The effort it took: as reported, else derived from tracked time; absent when
+        /// neither is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub actual_minutes: Option<EffortMinutes>,
+        /// When it was completed.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 2: a version 1 completion never cascaded.
+    impl From<TaskCompleted> for super::TaskCompleted {
+        fn from(v1: TaskCompleted) -> Self {
+            super::TaskCompleted {
+                task_id: v1.task_id,
+                actual_minutes: v1.actual_minutes,
+                cascade: false,
+                occurred_at: v1.occurred_at,
+            }
+        }
+    }
 }
 
 /// Version 2 payloads.
@@ -208,10 +238,11 @@ pub mod v2 {
         pub occurred_at: Timestamp,
     }
 
-    /// Upcasts to version 3: tasks created before start dates could begin at once.
+    /// Upcasts to the current version through version 3: tasks created before start dates
+    /// could begin at once.
     impl From<TaskCreated> for super::TaskCreated {
         fn from(v2: TaskCreated) -> Self {
-            super::TaskCreated {
+            super::v3::TaskCreated {
                 task_id: v2.task_id,
                 owner_id: v2.owner_id,
                 title: v2.title,
@@ -223,6 +254,68 @@ pub mod v2 {
                 tags: v2.tags,
                 time_zone: v2.time_zone,
                 occurred_at: v2.occurred_at,
+            }
+            .into()
+        }
+    }
+}
+
+/// Version 3 payloads.
+pub mod v3 {
+    use super::*;
+
+    /// A task came into existence (version 3: with its start date, before subtasks).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskCreated")]
+    pub struct TaskCreated {
+        /// The task.
+        pub task_id: TaskId,
+        /// Who owns it (also the `<owner_id>` token of the subject).
+        pub owner_id: UserId,
+        /// Its title.
+        pub title: TaskTitle,
+        /// Its description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<Description>,
+        /// Its priority, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub priority: Option<Priority>,
+        /// When it is due, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub due_at: Option<Timestamp>,
+        /// When work on it may begin, if it may not begin at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub starts_at: Option<Timestamp>,
+        /// The owner's estimate of the effort, in minutes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub estimate_minutes: Option<EffortMinutes>,
+        /// Its tags.
+        #[serde(default)]
+        #[schemars(length(max = 20))]
+        pub tags: Vec<Tag>,
+        /// The owner's time zone when the task was created.
+        pub time_zone: TimeZoneName,
+        /// When it was created.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 4: tasks created before subtasks were top-level tasks.
+    impl From<TaskCreated> for super::TaskCreated {
+        fn from(v3: TaskCreated) -> Self {
+            super::TaskCreated {
+                task_id: v3.task_id,
+                owner_id: v3.owner_id,
+                title: v3.title,
+                description: v3.description,
+                priority: v3.priority,
+                due_at: v3.due_at,
+                starts_at: v3.starts_at,
+                estimate_minutes: v3.estimate_minutes,
+                tags: v3.tags,
+                time_zone: v3.time_zone,
+                parent_id: None,
+                occurred_at: v3.occurred_at,
             }
         }
     }
@@ -310,7 +403,7 @@ pub struct TaskPaused {
     pub occurred_at: Timestamp,
 }
 
-/// The task is done.
+/// The task is done (version 2: with the cascade request).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCompleted {
@@ -320,6 +413,10 @@ pub struct TaskCompleted {
     /// is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_minutes: Option<EffortMinutes>,
+    /// The completion asked for the open subtasks to be completed too; the automation
+    /// runtime completes each of them once.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cascade: bool,
     /// When it was completed.
     pub occurred_at: Timestamp,
 }
@@ -358,6 +455,22 @@ pub struct TaskCancelled {
     pub occurred_at: Timestamp,
 }
 
+/// The task moved in the hierarchy: under another task, or to the top level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMoved {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its new parent; `null` for the top level.
+    pub parent_id: Option<TaskId>,
+    /// When it moved.
+    pub occurred_at: Timestamp,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// Every event of the Task aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
@@ -377,18 +490,21 @@ pub enum TaskEvent {
     Archived(TaskArchived),
     /// See [`TaskCancelled`].
     Cancelled(TaskCancelled),
+    /// See [`TaskMoved`].
+    Moved(TaskMoved),
 }
 
 /// The `(event_type, event_version)` pairs that this code writes today.
-pub const CURRENT_VERSIONS: [(&str, u32); 8] = [
-    ("TaskCreated", 3),
+pub const CURRENT_VERSIONS: [(&str, u32); 9] = [
+    ("TaskCreated", 4),
     ("TaskUpdated", 2),
     ("TaskStarted", 1),
     ("TaskPaused", 1),
-    ("TaskCompleted", 1),
+    ("TaskCompleted", 2),
     ("TaskReopened", 1),
     ("TaskArchived", 1),
     ("TaskCancelled", 1),
+    ("TaskMoved", 1),
 ];
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -410,14 +526,16 @@ impl TaskEvent {
             TaskEvent::Reopened(_) => "TaskReopened",
             TaskEvent::Archived(_) => "TaskArchived",
             TaskEvent::Cancelled(_) => "TaskCancelled",
+            TaskEvent::Moved(_) => "TaskMoved",
         }
     }
 
     /// The version of the payload shape this code writes.
     pub fn event_version(&self) -> u32 {
         match self {
-            TaskEvent::Created(_) => 3,
+            TaskEvent::Created(_) => 4,
             TaskEvent::Updated(_) => 2,
+            TaskEvent::Completed(_) => 2,
             _ => 1,
         }
     }
@@ -433,6 +551,7 @@ impl TaskEvent {
             TaskEvent::Reopened(e) => e.task_id,
             TaskEvent::Archived(e) => e.task_id,
             TaskEvent::Cancelled(e) => e.task_id,
+            TaskEvent::Moved(e) => e.task_id,
         }
     }
 
@@ -447,6 +566,7 @@ impl TaskEvent {
             TaskEvent::Reopened(e) => e.occurred_at,
             TaskEvent::Archived(e) => e.occurred_at,
             TaskEvent::Cancelled(e) => e.occurred_at,
+            TaskEvent::Moved(e) => e.occurred_at,
         }
     }
 
@@ -461,6 +581,7 @@ impl TaskEvent {
             TaskEvent::Reopened(e) => serde_json::to_vec(e),
             TaskEvent::Archived(e) => serde_json::to_vec(e),
             TaskEvent::Cancelled(e) => serde_json::to_vec(e),
+            TaskEvent::Moved(e) => serde_json::to_vec(e),
         };
         // Plain structs with string keys: serde_json cannot fail on them.
         encoded.expect("task events always serialize to JSON")
@@ -482,17 +603,24 @@ impl TaskEvent {
             ("TaskCreated", 2) => {
                 TaskEvent::Created(parse::<v2::TaskCreated>("TaskCreated", payload)?.into())
             }
-            ("TaskCreated", 3) => TaskEvent::Created(parse("TaskCreated", payload)?),
+            ("TaskCreated", 3) => {
+                TaskEvent::Created(parse::<v3::TaskCreated>("TaskCreated", payload)?.into())
+            }
+            ("TaskCreated", 4) => TaskEvent::Created(parse("TaskCreated", payload)?),
             ("TaskUpdated", 1) => {
                 TaskEvent::Updated(parse::<v1::TaskUpdated>("TaskUpdated", payload)?.into())
             }
             ("TaskUpdated", 2) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
             ("TaskStarted", 1) => TaskEvent::Started(parse("TaskStarted", payload)?),
             ("TaskPaused", 1) => TaskEvent::Paused(parse("TaskPaused", payload)?),
-            ("TaskCompleted", 1) => TaskEvent::Completed(parse("TaskCompleted", payload)?),
+            ("TaskCompleted", 1) => {
+                TaskEvent::Completed(parse::<v1::TaskCompleted>("TaskCompleted", payload)?.into())
+            }
+            ("TaskCompleted", 2) => TaskEvent::Completed(parse("TaskCompleted", payload)?),
             ("TaskReopened", 1) => TaskEvent::Reopened(parse("TaskReopened", payload)?),
             ("TaskArchived", 1) => TaskEvent::Archived(parse("TaskArchived", payload)?),
             ("TaskCancelled", 1) => TaskEvent::Cancelled(parse("TaskCancelled", payload)?),
+            ("TaskMoved", 1) => TaskEvent::Moved(parse("TaskMoved", payload)?),
             (known, version) if CURRENT_VERSIONS.iter().any(|(t, _)| *t == known) => {
                 return Err(DecodeError::UnknownVersion {
                     event_type: known.to_owned(),
@@ -513,15 +641,18 @@ impl TaskEvent {
         vec![
             ("TaskCreated", 1, schema::<v1::TaskCreated>()),
             ("TaskCreated", 2, schema::<v2::TaskCreated>()),
-            ("TaskCreated", 3, schema::<TaskCreated>()),
+            ("TaskCreated", 3, schema::<v3::TaskCreated>()),
+            ("TaskCreated", 4, schema::<TaskCreated>()),
             ("TaskUpdated", 1, schema::<v1::TaskUpdated>()),
             ("TaskUpdated", 2, schema::<TaskUpdated>()),
             ("TaskStarted", 1, schema::<TaskStarted>()),
             ("TaskPaused", 1, schema::<TaskPaused>()),
-            ("TaskCompleted", 1, schema::<TaskCompleted>()),
+            ("TaskCompleted", 1, schema::<v1::TaskCompleted>()),
+            ("TaskCompleted", 2, schema::<TaskCompleted>()),
             ("TaskReopened", 1, schema::<TaskReopened>()),
             ("TaskArchived", 1, schema::<TaskArchived>()),
             ("TaskCancelled", 1, schema::<TaskCancelled>()),
+            ("TaskMoved", 1, schema::<TaskMoved>()),
         ]
     }
 }

@@ -21,13 +21,13 @@ pub mod task;
 pub mod values;
 
 pub use command::{
-    ArchiveTask, CancelTask, CompleteTask, CreateTask, PauseTask, ReopenTask, StartTask,
-    TaskChanges, TaskCommand, UpdateTask,
+    ArchiveTask, CancelTask, CompleteTask, CreateTask, MoveTask, PauseTask, Placement, ReopenTask,
+    StartTask, TaskChanges, TaskCommand, UpdateTask, MAX_DEPTH,
 };
 pub use error::{DecodeError, FieldError, TaskError};
 pub use event::{
-    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened,
-    TaskStarted, TaskUpdated,
+    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved, TaskPaused,
+    TaskReopened, TaskStarted, TaskUpdated,
 };
 pub use task::{decide, evolve, replay, Task, TaskStatus};
 pub use values::{

@@ -7,11 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{CompleteTask, CreateTask, TaskChanges, TaskCommand};
+use crate::command::{CompleteTask, CreateTask, Placement, TaskChanges, TaskCommand, MAX_DEPTH};
 use crate::error::TaskError;
 use crate::event::{
-    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskPaused, TaskReopened,
-    TaskStarted, TaskUpdated,
+    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved, TaskPaused,
+    TaskReopened, TaskStarted, TaskUpdated,
 };
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
@@ -89,6 +89,8 @@ pub struct Task {
     pub tags: Vec<Tag>,
     /// The owner's time zone at creation.
     pub time_zone: TimeZoneName,
+    /// The task it is a subtask of; `None` at the top level.
+    pub parent_id: Option<TaskId>,
     /// Life-cycle status.
     pub status: TaskStatus,
     /// When it was created.
@@ -117,7 +119,12 @@ pub struct Task {
 /// changes nothing), or a refusal.
 pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<TaskEvent>, TaskError> {
     let task = match (state, command) {
-        (None, TaskCommand::Create(create)) => return Ok(Some(created(create))),
+        (None, TaskCommand::Create(create)) => {
+            if let Some(placement) = &create.placement {
+                check_placement(create.task_id, placement)?;
+            }
+            return Ok(Some(created(create)));
+        }
         (Some(_), TaskCommand::Create(_)) => return Err(TaskError::AlreadyExists),
         (None, _) => return Err(TaskError::NotFound),
         (Some(task), _) => task,
@@ -153,8 +160,25 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
         TaskCommand::Complete(complete) => match task.status {
             TaskStatus::Completed => return Err(TaskError::AlreadyCompleted),
             TaskStatus::Cancelled => return Err(TaskError::Cancelled),
+            _ if !complete.cascade && !complete.open_children.is_empty() => {
+                return Err(TaskError::OpenChildren(complete.open_children.clone()))
+            }
             _ => TaskEvent::Completed(completed(task, complete)),
         },
+        TaskCommand::Move(move_task) => {
+            let parent_id = move_task.placement.as_ref().map(|p| p.parent_id);
+            if parent_id == task.parent_id {
+                return Ok(None);
+            }
+            if let Some(placement) = &move_task.placement {
+                check_placement(task_id, placement)?;
+            }
+            TaskEvent::Moved(TaskMoved {
+                task_id,
+                parent_id,
+                occurred_at: move_task.at,
+            })
+        }
         TaskCommand::Reopen(reopen) => match task.status {
             TaskStatus::Completed | TaskStatus::Cancelled => TaskEvent::Reopened(TaskReopened {
                 task_id,
@@ -179,6 +203,20 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
     Ok(Some(event))
 }
 
+/// The hierarchy rules: no cycle, no deeper than [`MAX_DEPTH`], no archived parent.
+fn check_placement(task: TaskId, placement: &Placement) -> Result<(), TaskError> {
+    if placement.is_cycle_for(task) {
+        return Err(TaskError::ParentCycle);
+    }
+    if placement.parent_archived {
+        return Err(TaskError::ParentArchived);
+    }
+    if placement.deepest_level() > MAX_DEPTH {
+        return Err(TaskError::TooDeep { max: MAX_DEPTH });
+    }
+    Ok(())
+}
+
 fn created(create: &CreateTask) -> TaskEvent {
     TaskEvent::Created(TaskCreated {
         task_id: create.task_id,
@@ -191,6 +229,7 @@ fn created(create: &CreateTask) -> TaskEvent {
         estimate_minutes: create.estimate_minutes,
         tags: create.tags.clone(),
         time_zone: create.time_zone.clone(),
+        parent_id: create.placement.as_ref().map(|p| p.parent_id),
         occurred_at: create.at,
     })
 }
@@ -206,6 +245,7 @@ fn completed(task: &Task, complete: &CompleteTask) -> TaskCompleted {
     TaskCompleted {
         task_id: task.id,
         actual_minutes,
+        cascade: complete.cascade,
         occurred_at: complete.at,
     }
 }
@@ -256,6 +296,7 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 estimate_minutes: e.estimate_minutes,
                 tags: e.tags.clone(),
                 time_zone: e.time_zone.clone(),
+                parent_id: e.parent_id,
                 status: TaskStatus::Open,
                 created_at: e.occurred_at,
                 updated_at: e.occurred_at,
@@ -325,6 +366,7 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             task.cancelled_at = Some(e.occurred_at);
             task.cancel_reason = e.reason.clone();
         }
+        TaskEvent::Moved(e) => task.parent_id = e.parent_id,
         TaskEvent::Archived(e) => {
             task.close_session(e.occurred_at);
             task.status = TaskStatus::Archived;

@@ -66,6 +66,7 @@ fn create_command() -> CreateTask {
         estimate_minutes: Some(EffortMinutes::parse(90, "estimate_minutes").unwrap()),
         tags: Tag::parse_list(&["work", "writing"]).unwrap(),
         time_zone: TimeZoneName::parse("Europe/Paris").unwrap(),
+        placement: None,
         at: t(0),
     }
 }
@@ -84,6 +85,7 @@ fn created() -> TaskEvent {
         tags: c.tags,
         time_zone: c.time_zone,
         occurred_at: t(0),
+        parent_id: None,
     })
 }
 
@@ -106,6 +108,7 @@ fn completed(at: i64, minutes: Option<u32>) -> TaskEvent {
         task_id: ID,
         actual_minutes: minutes.map(|m| EffortMinutes::parse(m.into(), "actual_minutes").unwrap()),
         occurred_at: t(at),
+        cascade: false,
     })
 }
 
@@ -148,6 +151,8 @@ fn complete(at: i64, minutes: Option<u32>) -> TaskCommand {
     TaskCommand::Complete(CompleteTask {
         actual_minutes: minutes.map(|m| EffortMinutes::parse(m.into(), "actual_minutes").unwrap()),
         at: t(at),
+        open_children: Vec::new(),
+        cascade: false,
     })
 }
 fn reopen(at: i64) -> TaskCommand {
@@ -634,8 +639,178 @@ fn arb_command() -> impl Strategy<Value = TaskCommand> {
         at.clone().prop_map(reopen),
         (at.clone(), proptest::option::of("[a-z ]{0,12}"))
             .prop_map(|(m, r)| cancel(m, r.as_deref().filter(|r| !r.trim().is_empty()))),
-        at.prop_map(archive),
+        at.clone().prop_map(archive),
+        (at.clone(), proptest::bool::ANY)
+            .prop_map(|(m, top)| move_to((!top).then(|| under(PARENT, &[GRANDPARENT], 1)), m)),
+        (at, proptest::bool::ANY).prop_map(|(m, cascade)| complete_with(vec![CHILD], cascade, m)),
     ]
+}
+
+// ---- Subtasks: placement, moves, completion with open subtasks -------------------------------
+
+const PARENT: TaskId = TaskId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_00a1));
+const GRANDPARENT: TaskId = TaskId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_00a2));
+const CHILD: TaskId = TaskId(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_00a3));
+
+fn under(parent: TaskId, parent_ancestors: &[TaskId], subtree_height: usize) -> Placement {
+    Placement {
+        parent_id: parent,
+        parent_ancestors: parent_ancestors.to_vec(),
+        parent_archived: false,
+        subtree_height,
+    }
+}
+
+fn create_under(placement: Placement) -> TaskCommand {
+    TaskCommand::Create(CreateTask {
+        placement: Some(placement),
+        ..create_command()
+    })
+}
+
+fn move_to(placement: Option<Placement>, at: i64) -> TaskCommand {
+    TaskCommand::Move(MoveTask {
+        placement,
+        at: t(at),
+    })
+}
+
+fn moved(parent: Option<TaskId>, at: i64) -> TaskEvent {
+    TaskEvent::Moved(TaskMoved {
+        task_id: ID,
+        parent_id: parent,
+        occurred_at: t(at),
+    })
+}
+
+fn created_under(parent: TaskId) -> TaskEvent {
+    let TaskEvent::Created(mut event) = created() else {
+        unreachable!("created() is a creation")
+    };
+    event.parent_id = Some(parent);
+    TaskEvent::Created(event)
+}
+
+fn complete_with(open_children: Vec<TaskId>, cascade: bool, at: i64) -> TaskCommand {
+    TaskCommand::Complete(CompleteTask {
+        actual_minutes: None,
+        open_children,
+        cascade,
+        at: t(at),
+    })
+}
+
+#[test]
+fn creating_a_subtask_records_its_parent() {
+    let task = given([])
+        .when(create_under(under(PARENT, &[], 1)))
+        .then_expect(created_under(PARENT));
+    assert_eq!(task.parent_id, Some(PARENT));
+}
+
+#[test]
+fn a_subtask_at_the_deepest_level_is_accepted() {
+    // The parent sits at level 3 (two ancestors), so the new task is at level 4.
+    given([])
+        .when(create_under(under(PARENT, &[GRANDPARENT, CHILD], 1)))
+        .then_expect(created_under(PARENT));
+}
+
+#[test]
+fn a_subtask_below_the_deepest_level_is_refused() {
+    let ancestors = [GRANDPARENT, CHILD, TaskId(Uuid::from_u128(7))];
+    given([])
+        .when(create_under(under(PARENT, &ancestors, 1)))
+        .then_refuse(TaskError::TooDeep { max: MAX_DEPTH });
+}
+
+#[test]
+fn a_subtask_of_an_archived_task_is_refused() {
+    let placement = Placement {
+        parent_archived: true,
+        ..under(PARENT, &[], 1)
+    };
+    given([])
+        .when(create_under(placement))
+        .then_refuse(TaskError::ParentArchived);
+}
+
+#[test]
+fn a_task_cannot_be_its_own_parent() {
+    given([created()])
+        .when(move_to(Some(under(ID, &[], 1)), 5))
+        .then_refuse(TaskError::ParentCycle);
+}
+
+#[test]
+fn moving_a_task_under_its_own_descendant_is_refused() {
+    // PARENT is a grandchild of ID: ID appears among PARENT's ancestors.
+    given([created()])
+        .when(move_to(Some(under(PARENT, &[CHILD, ID], 3)), 5))
+        .then_refuse(TaskError::ParentCycle);
+}
+
+#[test]
+fn moving_a_subtree_counts_its_own_depth() {
+    // The parent is at level 2, so the task lands at level 3; its subtree of height 2 reaches
+    // level 4 (accepted) and one of height 3 would reach level 5 (refused).
+    given([created()])
+        .when(move_to(Some(under(PARENT, &[GRANDPARENT], 2)), 5))
+        .then_expect(moved(Some(PARENT), 5));
+    given([created()])
+        .when(move_to(Some(under(PARENT, &[GRANDPARENT], 3)), 5))
+        .then_refuse(TaskError::TooDeep { max: MAX_DEPTH });
+}
+
+#[test]
+fn moving_a_subtask_to_the_top_level_clears_its_parent() {
+    let task = given([created_under(PARENT)])
+        .when(move_to(None, 5))
+        .then_expect(moved(None, 5));
+    assert_eq!(task.parent_id, None);
+    assert_eq!(task.version, 2);
+}
+
+#[test]
+fn moving_a_task_where_it_already_is_yields_no_event() {
+    given([created_under(PARENT)])
+        .when(move_to(Some(under(PARENT, &[], 1)), 5))
+        .then_nothing();
+    given([created()]).when(move_to(None, 5)).then_nothing();
+}
+
+#[test]
+fn moving_an_archived_task_is_refused() {
+    given([created(), archived(3)])
+        .when(move_to(Some(under(PARENT, &[], 1)), 5))
+        .then_refuse(TaskError::Archived);
+}
+
+#[test]
+fn completing_with_open_subtasks_is_refused_naming_them() {
+    given([created()])
+        .when(complete_with(vec![CHILD, PARENT], false, 5))
+        .then_refuse(TaskError::OpenChildren(vec![CHILD, PARENT]));
+}
+
+#[test]
+fn completing_with_open_subtasks_and_a_cascade_records_the_cascade() {
+    let task = given([created()])
+        .when(complete_with(vec![CHILD], true, 5))
+        .then_expect(TaskEvent::Completed(TaskCompleted {
+            task_id: ID,
+            actual_minutes: None,
+            cascade: true,
+            occurred_at: t(5),
+        }));
+    assert_eq!(task.status, TaskStatus::Completed);
+}
+
+#[test]
+fn completing_without_open_subtasks_needs_no_cascade() {
+    given([created()])
+        .when(complete_with(vec![], false, 5))
+        .then_expect(completed(5, None));
 }
 
 proptest! {

@@ -28,6 +28,7 @@ fn valid_history() -> Vec<TaskEvent> {
             tags: Tag::parse_list(&["a", "b"]).unwrap(),
             time_zone: TimeZoneName::parse("Asia/Tokyo").unwrap(),
             at: t(0),
+            placement: None,
         }),
         TaskCommand::Update(UpdateTask {
             changes: TaskChanges {
@@ -41,6 +42,8 @@ fn valid_history() -> Vec<TaskEvent> {
         TaskCommand::Complete(CompleteTask {
             actual_minutes: None,
             at: t(4),
+            open_children: Vec::new(),
+            cascade: false,
         }),
         TaskCommand::Reopen(ReopenTask { at: t(5) }),
         TaskCommand::Cancel(CancelTask {

@@ -152,6 +152,7 @@ mod tests {
             starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: chrono::Utc::now(),
+            placement: None,
         });
         let meta = CommandMeta {
             command_id: uuid::Uuid::new_v4().to_string(),

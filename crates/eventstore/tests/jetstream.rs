@@ -49,6 +49,7 @@ fn create(owner: &UserId, id: TaskId) -> TaskCommand {
         starts_at: None,
         time_zone: TimeZoneName::utc(),
         at: at(0),
+        placement: None,
     })
 }
 
@@ -248,6 +249,8 @@ async fn an_outside_consumer_sees_every_event_with_headers_and_a_valid_payload()
         TaskCommand::Complete(CompleteTask {
             actual_minutes: None,
             at: at(31),
+            open_children: Vec::new(),
+            cascade: false,
         }),
         TaskCommand::Reopen(ReopenTask { at: at(40) }),
         TaskCommand::Archive(ArchiveTask { at: at(50) }),

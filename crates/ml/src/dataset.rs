@@ -165,6 +165,7 @@ mod tests {
             tags: vec![],
             time_zone: TimeZoneName::from_trusted("UTC".into()),
             occurred_at: at(0),
+            parent_id: None,
         })
     }
 
@@ -173,6 +174,7 @@ mod tests {
             task_id: task,
             actual_minutes: actual.map(EffortMinutes::from_trusted),
             occurred_at: at(60),
+            cascade: false,
         })
     }
 

@@ -230,12 +230,15 @@ async fn evaluate_in(
             starts_at: None,
             time_zone: zone.clone(),
             at,
+            placement: None,
         });
         let actual = EffortMinutes::parse(i64::from(row.points.min(100_000)), "storypoint")
             .map_err(|e| MlError::Input(format!("{}: {e}", row.key)))?;
         let complete = TaskCommand::Complete(CompleteTask {
             actual_minutes: Some(actual),
             at: at + Duration::minutes(30),
+            open_children: Vec::new(),
+            cascade: false,
         });
         store
             .execute(&owner, task_id, &create, None, &meta())

@@ -63,7 +63,7 @@ pub const TASKS_PROJECTION: &str = "tasks";
 /// would give different rows for the same events (a bug fix in how they are folded, a new
 /// column filled from them): a deployment whose read model was built by another version
 /// rebuilds it blue/green on start, while the old one keeps serving.
-pub const TASKS_PROJECTION_VERSION: u32 = 2;
+pub const TASKS_PROJECTION_VERSION: u32 = 3;
 
 /// The channel on which projections announce committed positions.
 pub const POSITION_CHANNEL: &str = "taskmaster_projection_position";

@@ -98,6 +98,15 @@ pub struct Availability {
     pub at: DateTime<Utc>,
 }
 
+/// The `parent` filter of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentFilter {
+    /// Only top-level tasks.
+    TopLevel,
+    /// Only the direct subtasks of this task.
+    Of(TaskId),
+}
+
 /// Filters, order and page of a list.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -115,6 +124,10 @@ pub struct ListQuery {
     pub available: Option<Availability>,
     /// Full-text search over title and description (web-search syntax: words, "phrases", -not).
     pub text: Option<String>,
+    /// Only top-level tasks, or only the direct subtasks of one task.
+    pub parent: Option<ParentFilter>,
+    /// Only this task and everything below it.
+    pub subtree: Option<TaskId>,
     /// Order.
     pub sort: SortKey,
     /// Descending order.
@@ -135,6 +148,8 @@ impl Default for ListQuery {
             due_before: None,
             available: None,
             text: None,
+            parent: None,
+            subtree: None,
             sort: SortKey::CreatedAt,
             descending: true,
             limit: 50,
@@ -233,6 +248,26 @@ pub async fn list_tasks(
             .push_bind(text.clone())
             .push(")");
     }
+    match query.parent {
+        Some(ParentFilter::TopLevel) => {
+            sql.push(" AND parent_id IS NULL");
+        }
+        Some(ParentFilter::Of(parent)) => {
+            sql.push(" AND parent_id = ").push_bind(parent.0);
+        }
+        None => {}
+    }
+    if let Some(root) = query.subtree {
+        // The walk is bounded by the depth limit, so even a cycle a race let through (the
+        // command path repairs those) cannot make it run away.
+        sql.push(" AND id IN (WITH RECURSIVE subtree(id, depth) AS (SELECT id, 1 FROM tasks WHERE id = ")
+            .push_bind(root.0)
+            .push(" AND owner_id = ")
+            .push_bind(owner.as_str())
+            .push(" UNION ALL SELECT t.id, s.depth + 1 FROM tasks t JOIN subtree s ON t.parent_id = s.id WHERE s.depth < ")
+            .push_bind(domain::MAX_DEPTH as i32)
+            .push(") SELECT id FROM subtree)");
+    }
     let expression = query.sort.expression();
     let (direction, comparison) = if query.descending {
         ("DESC", "<")
@@ -272,4 +307,112 @@ pub async fn list_tasks(
         None
     };
     Ok(Page { items, next })
+}
+
+/// How a task's direct subtasks stand. Archived subtasks are left out: they are put away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildCounts {
+    /// Every subtask that is not archived.
+    pub total: u32,
+    /// Open, in progress or paused.
+    pub open: u32,
+    /// Completed.
+    pub completed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+impl ChildCounts {
+    /// The share of the subtasks that will be done which are done (cancelled ones will not
+    /// be, so they count on neither side); `None` when there are none.
+    pub fn progress(&self) -> Option<f64> {
+        let relevant = self.total.saturating_sub(self.cancelled);
+        (relevant > 0).then(|| f64::from(self.completed) / f64::from(relevant))
+    }
+}
+
+/// The subtask counts of each of `ids` (owned by `owner`) that has subtasks, in one query.
+#[tracing::instrument(skip_all, fields(tasks = ids.len()), err)]
+pub async fn child_counts(
+    pool: &PgPool,
+    owner: &UserId,
+    ids: &[TaskId],
+) -> Result<std::collections::HashMap<TaskId, ChildCounts>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows: Vec<(uuid::Uuid, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT parent_id,
+                count(*),
+                count(*) FILTER (WHERE status IN ('open', 'in_progress', 'paused')),
+                count(*) FILTER (WHERE status = 'completed'),
+                count(*) FILTER (WHERE status = 'cancelled')
+           FROM tasks
+          WHERE parent_id = ANY($1) AND owner_id = $2 AND status <> 'archived'
+          GROUP BY parent_id",
+    )
+    .bind(&ids)
+    .bind(owner.as_str())
+    .fetch_all(pool)
+    .await?;
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(rows
+        .into_iter()
+        .map(|(parent, total, open, completed, cancelled)| {
+            (
+                TaskId(parent),
+                ChildCounts {
+                    total: count(total),
+                    open: count(open),
+                    completed: count(completed),
+                    cancelled: count(cancelled),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The direct subtasks of `id` that are still to be done (open, in progress or paused),
+/// oldest first.
+#[tracing::instrument(skip_all, fields(task_id = %id), err)]
+pub async fn open_children(
+    pool: &PgPool,
+    owner: &UserId,
+    id: TaskId,
+) -> Result<Vec<TaskId>, ProjectionError> {
+    let rows: Vec<(uuid::Uuid,)> = sqlx::query_as(
+        "SELECT id FROM tasks
+          WHERE parent_id = $1 AND owner_id = $2 AND status IN ('open', 'in_progress', 'paused')
+          ORDER BY created_at, id",
+    )
+    .bind(id.0)
+    .bind(owner.as_str())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| TaskId(id)).collect())
+}
+
+/// How many levels the subtree under `id` spans, the task itself included (1 for a task
+/// without subtasks). Archived subtasks count: they still sit in the tree.
+#[tracing::instrument(skip_all, fields(task_id = %id), err)]
+pub async fn subtree_height(
+    pool: &PgPool,
+    owner: &UserId,
+    id: TaskId,
+) -> Result<usize, ProjectionError> {
+    let height: Option<i32> = sqlx::query_scalar(
+        "WITH RECURSIVE subtree(id, depth) AS (
+             SELECT $1::uuid, 1
+             UNION ALL
+             SELECT t.id, s.depth + 1 FROM tasks t JOIN subtree s ON t.parent_id = s.id
+              WHERE t.owner_id = $2 AND s.depth <= $3)
+         SELECT max(depth) FROM subtree",
+    )
+    .bind(id.0)
+    .bind(owner.as_str())
+    .bind(domain::MAX_DEPTH as i32)
+    .fetch_one(pool)
+    .await?;
+    Ok(height.unwrap_or(1).max(1) as usize)
 }

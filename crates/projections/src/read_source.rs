@@ -111,6 +111,16 @@ impl ReadSource {
             .filter(|replica| replica.positions.is_reachable())
     }
 
+    /// The primary database: where the command path reads facts that must be current.
+    pub fn primary(&self) -> &PgPool {
+        &self.primary
+    }
+
+    /// Waits until the primary has applied `position`, at most `timeout`.
+    pub async fn wait_for_primary(&self, position: u64, timeout: Duration) -> Result<u64, Behind> {
+        self.positions.wait_for(position, timeout).await
+    }
+
     /// The position the database that queries read has reached, as last seen.
     pub fn current(&self) -> u64 {
         match self.live_replica() {

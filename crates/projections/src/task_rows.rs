@@ -61,6 +61,8 @@ pub struct TaskRow {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
+    /// The parent task.
+    pub parent_id: Option<Uuid>,
     /// Number of events.
     pub version: i64,
     /// Stream sequence of the last applied event.
@@ -70,8 +72,8 @@ pub struct TaskRow {
 /// The columns every query selects, in [`TaskRow`] order.
 pub const TASK_COLUMNS: &str = "id, owner_id, title, description, priority, due_at, \
     estimate_minutes, tags, time_zone, status, created_at, updated_at, started_at, tracked_seconds, \
-    completed_at, actual_minutes, archived_at, starts_at, cancelled_at, cancel_reason, version, \
-    position";
+    completed_at, actual_minutes, archived_at, starts_at, cancelled_at, cancel_reason, parent_id, \
+    version, position";
 
 /// A task as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +113,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             estimate_minutes: minutes(row.estimate_minutes)?,
             tags: row.tags.iter().cloned().map(Tag::from_trusted).collect(),
             time_zone: TimeZoneName::from_trusted(row.time_zone.clone()),
+            parent_id: row.parent_id.map(TaskId),
             status,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -253,6 +256,7 @@ async fn upsert(
     let mut starts_at = Vec::with_capacity(n);
     let mut cancelled_at = Vec::with_capacity(n);
     let mut cancel_reason = Vec::with_capacity(n);
+    let mut parent = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
     let mut position = Vec::with_capacity(n);
     for record in records {
@@ -279,6 +283,7 @@ async fn upsert(
         starts_at.push(task.starts_at);
         cancelled_at.push(task.cancelled_at);
         cancel_reason.push(task.cancel_reason.as_ref().map(|r| r.as_str().to_owned()));
+        parent.push(task.parent_id.map(|p| p.0));
         version.push(task.version as i64);
         position.push(record.position as i64);
     }
@@ -286,21 +291,21 @@ async fn upsert(
         "INSERT INTO tasks (id, owner_id, title, description, priority, due_at, estimate_minutes,
                             tags, status, created_at, updated_at, started_at, tracked_seconds,
                             completed_at, actual_minutes, archived_at, version, position,
-                            time_zone, starts_at, cancelled_at, cancel_reason)
+                            time_zone, starts_at, cancelled_at, cancel_reason, parent_id)
          SELECT u.id, u.owner_id, u.title, u.description, u.priority, u.due_at, u.estimate_minutes,
                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.status, u.created_at,
                 u.updated_at, u.started_at, u.tracked_seconds, u.completed_at, u.actual_minutes,
                 u.archived_at, u.version, u.position, u.time_zone, u.starts_at, u.cancelled_at,
-                u.cancel_reason
+                u.cancel_reason, u.parent_id
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::timestamptz[], $7::int4[], $8::jsonb[], $9::text[], $10::timestamptz[],
                        $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::timestamptz[],
                        $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[],
-                       $20::timestamptz[], $21::timestamptz[], $22::text[])
+                       $20::timestamptz[], $21::timestamptz[], $22::text[], $23::uuid[])
              AS u(id, owner_id, title, description, priority, due_at, estimate_minutes, tags,
                   status, created_at, updated_at, started_at, tracked_seconds, completed_at,
                   actual_minutes, archived_at, version, position, time_zone, starts_at,
-                  cancelled_at, cancel_reason)
+                  cancelled_at, cancel_reason, parent_id)
          ON CONFLICT (id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, title = EXCLUDED.title,
              description = EXCLUDED.description, priority = EXCLUDED.priority,
@@ -311,7 +316,8 @@ async fn upsert(
              actual_minutes = EXCLUDED.actual_minutes, archived_at = EXCLUDED.archived_at,
              version = EXCLUDED.version, position = EXCLUDED.position,
              time_zone = EXCLUDED.time_zone, starts_at = EXCLUDED.starts_at,
-             cancelled_at = EXCLUDED.cancelled_at, cancel_reason = EXCLUDED.cancel_reason",
+             cancelled_at = EXCLUDED.cancelled_at, cancel_reason = EXCLUDED.cancel_reason,
+             parent_id = EXCLUDED.parent_id",
     )
     .bind(id)
     .bind(owner)
@@ -335,6 +341,7 @@ async fn upsert(
     .bind(starts_at)
     .bind(cancelled_at)
     .bind(cancel_reason)
+    .bind(parent)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -152,6 +152,11 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         format!("{:?}", e.cancel_reason),
         format!("{:?}", a.cancel_reason),
     );
+    field(
+        "parent_id",
+        format!("{:?}", e.parent_id),
+        format!("{:?}", a.parent_id),
+    );
     field("version", e.version.to_string(), a.version.to_string());
     field(
         "position",

@@ -38,6 +38,7 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
         starts_at: None,
         time_zone: TimeZoneName::utc(),
         at: Utc::now(),
+        placement: None,
     });
     store
         .execute(owner, id, &command, None, &meta())

@@ -40,6 +40,7 @@ fn history(n: usize) -> Vec<(UserId, TaskEvent)> {
             tags: Tag::parse_list(&["legacy"]).unwrap(),
             time_zone: TimeZoneName::utc(),
             occurred_at: at(i as i64),
+            parent_id: None,
         }));
         events.push(TaskEvent::Started(TaskStarted {
             task_id,
@@ -49,6 +50,7 @@ fn history(n: usize) -> Vec<(UserId, TaskEvent)> {
             task_id,
             actual_minutes: EffortMinutes::parse(20, "actual_minutes").ok(),
             occurred_at: at(200 + i as i64),
+            cascade: false,
         }));
     }
     events.into_iter().map(|e| (owner.clone(), e)).collect()

@@ -4,13 +4,11 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use chrono::Utc;
 use domain::{
-    ArchiveTask, CancelReason, CancelTask, CompleteTask, CreateTask, EffortMinutes, PauseTask,
-    ReopenTask, StartTask, TaskCommand, TaskId, UpdateTask, UserId,
+    ArchiveTask, CancelReason, CancelTask, CreateTask, EffortMinutes, PauseTask, ReopenTask,
+    StartTask, TaskCommand, TaskId, UpdateTask, UserId,
 };
-use eventstore::{CommandMeta, CommandOutcome, StoreError};
-use telemetry::metrics::CommandLabels;
+use eventstore::{CommandMeta, CommandOutcome};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -19,14 +17,11 @@ use crate::limits::{CreateHeaders, TaskCommandHeaders};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::dto::{
-    CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskRequest, UpdateTaskRequest,
+    CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskRequest, MoveTaskRequest,
+    UpdateTaskRequest,
 };
 
-/// The instant a command is issued, to the microsecond: the precision Postgres keeps, so the
-/// read model holds exactly the instants of the events.
-fn now() -> chrono::DateTime<Utc> {
-    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
-}
+use commands::now;
 
 /// Namespace of the ids derived from idempotency keys (UUID v5), fixed forever.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6d0f_4f0c_2b6e_4a43_9a57_3c2b_8e1f_0a11);
@@ -43,14 +38,23 @@ fn derived_task_id(owner: &UserId, key: &str) -> TaskId {
 /// The command id: derived from the owner, the command, the task and the client's key when
 /// there is one (scoped so two users, or two endpoints, never collide on the same key), else
 /// fresh.
-fn command_id(owner: &UserId, command: &TaskCommand, task: TaskId, key: Option<&str>) -> String {
+fn command_id(owner: &UserId, command: &str, task: TaskId, key: Option<&str>) -> String {
     match key {
         Some(key) => Uuid::new_v5(
             &IDEMPOTENCY_NAMESPACE,
-            format!("{owner}\n{}\n{task}\n{key}", command.name()).as_bytes(),
+            format!("{owner}\n{command}\n{task}\n{key}").as_bytes(),
         )
         .to_string(),
         None => Uuid::now_v7().to_string(),
+    }
+}
+
+fn meta(owner: &UserId, name: &str, task_id: TaskId, headers: &CommandHeaders) -> CommandMeta {
+    CommandMeta {
+        command_id: command_id(owner, name, task_id, headers.idempotency_key.as_deref()),
+        correlation_id: headers.correlation_id.clone(),
+        traceparent: headers.traceparent.clone(),
+        client_supplied_id: headers.idempotency_key.is_some(),
     }
 }
 
@@ -61,33 +65,11 @@ async fn execute(
     command: TaskCommand,
     headers: &CommandHeaders,
 ) -> Result<CommandOutcome, ApiError> {
-    let meta = CommandMeta {
-        command_id: command_id(owner, &command, task_id, headers.idempotency_key.as_deref()),
-        correlation_id: headers.correlation_id.clone(),
-        traceparent: headers.traceparent.clone(),
-        client_supplied_id: headers.idempotency_key.is_some(),
-    };
-    let result = state
-        .store
-        .execute(owner, task_id, &command, headers.if_match, &meta)
-        .await;
-    let outcome = match &result {
-        Ok(o) if o.appended => "appended",
-        Ok(_) => "unchanged",
-        Err(StoreError::Rejected(_)) => "rejected",
-        Err(StoreError::VersionConflict { .. } | StoreError::Concurrency) => "conflict",
-        Err(StoreError::Unavailable(_)) => "unavailable",
-        Err(_) => "error",
-    };
-    state
-        .metrics
+    let meta = meta(owner, command.name(), task_id, headers);
+    Ok(state
         .commands
-        .get_or_create(&CommandLabels {
-            command: command.name(),
-            outcome,
-        })
-        .inc();
-    Ok(result?)
+        .execute(owner, task_id, &command, headers.if_match, &meta)
+        .await?)
 }
 
 type CommandAnswer = (StatusCode, HeaderMap, Json<CommandResponse>);
@@ -146,6 +128,10 @@ pub async fn create_task(
         Some(key) => derived_task_id(&owner, key),
         None => TaskId(Uuid::now_v7()),
     };
+    let placement = match new.parent_id {
+        Some(parent) => Some(state.commands.placement(&owner, parent, None).await?),
+        None => None,
+    };
     let command = TaskCommand::Create(CreateTask {
         task_id,
         owner: owner.clone(),
@@ -157,6 +143,7 @@ pub async fn create_task(
         tags: new.tags,
         starts_at: new.starts_at,
         time_zone: new.time_zone,
+        placement,
         at: now(),
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;
@@ -335,10 +322,69 @@ pub async fn complete_task(
         .map(|m| EffortMinutes::parse(m.0, "actual_minutes"))
         .transpose()
         .map_err(|e| ApiError::Validation(vec![e.into()]))?;
-    let command = TaskCommand::Complete(CompleteTask {
-        actual_minutes,
-        at: now(),
-    });
-    let outcome = execute(&state, &owner, task_id, command, &headers).await?;
+    let meta = meta(&owner, "CompleteTask", task_id, &headers);
+    let outcome = state
+        .commands
+        .complete(
+            &owner,
+            task_id,
+            actual_minutes,
+            // Cascades wait for the automation runtime that carries them out; until then the
+            // request cannot ask for one (an unknown field is refused).
+            false,
+            headers.if_match,
+            &meta,
+        )
+        .await?;
+    Ok(answer(StatusCode::OK, outcome))
+}
+
+/// Move a task under another one of yours, or to the top level (`"parent_id": null`).
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/move", tag = "commands",
+    request_body = MoveTaskRequest,
+    params(
+        ("id" = Uuid, Path, description = "Task id"),
+        TaskCommandHeaders,
+    ),
+    responses(
+        (status = 200, description = "Moved (or already there)", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version or state conflict, or a concurrent move that would have made a cycle (undone)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parent: missing, not yours, archived, the task itself or below it, or too deep", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event store or read model unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn move_task(
+    State(state): State<AppState>,
+    AuthUser(owner): AuthUser,
+    Path(id): Path<String>,
+    headers: CommandHeaders,
+    JsonBody(body): JsonBody<MoveTaskRequest>,
+) -> Result<CommandAnswer, ApiError> {
+    let task_id = task_id(&id)?;
+    let parent = match body.parent_id {
+        Some(Some(parent)) => Some(
+            crate::tasks::dto::parent_id(&parent)
+                .map_err(|e| ApiError::Validation(vec![e.into()]))?,
+        ),
+        Some(None) => None,
+        None => {
+            return Err(ApiError::field(
+                "parent_id",
+                "is required: a task id, or null for the top level",
+            ))
+        }
+    };
+    let meta = meta(&owner, "MoveTask", task_id, &headers);
+    let outcome = state
+        .commands
+        .move_task(&owner, task_id, parent, headers.if_match, &meta)
+        .await?;
     Ok(answer(StatusCode::OK, outcome))
 }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::limits::{
-    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, TagText, TimeZoneText,
-    TitleText,
+    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, TagText, TaskIdText,
+    TimeZoneText, TitleText,
 };
 use crate::problem::{ApiError, InvalidField};
 
@@ -80,6 +80,24 @@ pub struct CreateTaskRequest {
     /// The IANA time zone the owner works in (default `UTC`).
     #[schema(value_type = Option<TimeZoneText>)]
     pub time_zone: Option<String>,
+    /// Make it a subtask of this task of yours (at most 4 levels deep).
+    #[schema(value_type = Option<TaskIdText>)]
+    pub parent_id: Option<String>,
+}
+
+/// Where to move a task. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTaskRequest {
+    /// The new parent (a task of yours), or `null` for the top level. Required.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<TaskIdText>)]
+    pub parent_id: Option<Option<String>>,
+}
+
+/// A task id as a request field names it: a UUID, or `parent_id` is refused (422).
+pub(crate) fn parent_id(text: &str) -> Result<domain::TaskId, domain::FieldError> {
+    domain::TaskId::parse(text).map_err(|_| domain::FieldError::new("parent_id", "must be a UUID"))
 }
 
 /// A whole number as JSON may write it: `90`, or `90.0` (JSON Schema counts both as an
@@ -217,6 +235,7 @@ pub(crate) struct NewTask {
     pub estimate_minutes: Option<EffortMinutes>,
     pub tags: Vec<Tag>,
     pub time_zone: TimeZoneName,
+    pub parent_id: Option<domain::TaskId>,
 }
 
 /// A due date as sent: an RFC 3339 instant in the range [`DueAt::parse`] accepts.
@@ -254,6 +273,10 @@ impl CreateTaskRequest {
             Some(zone) => checks.take(TimeZoneName::parse(zone)),
             None => Some(TimeZoneName::utc()),
         };
+        let parent_id = self
+            .parent_id
+            .as_deref()
+            .and_then(|p| checks.take(parent_id(p)));
         checks.finish()?;
         match (title, tags, time_zone) {
             (Some(title), Some(tags), Some(time_zone)) => Ok(NewTask {
@@ -265,6 +288,7 @@ impl CreateTaskRequest {
                 estimate_minutes,
                 tags,
                 time_zone,
+                parent_id,
             }),
             _ => Err(ApiError::field("title", "invalid")),
         }
@@ -371,6 +395,10 @@ pub struct TaskResponse {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// Why it was cancelled, if said.
     pub cancel_reason: Option<String>,
+    /// The task it is a subtask of; `null` at the top level.
+    pub parent_id: Option<Uuid>,
+    /// How its direct subtasks stand; `null` when it has none.
+    pub subtasks: Option<SubtaskSummary>,
     /// Number of events so far; the `If-Match` value.
     pub version: u64,
     /// Stream position of the task's last event.
@@ -403,9 +431,39 @@ impl From<TaskRecord> for TaskResponse {
             starts_at: task.starts_at,
             cancelled_at: task.cancelled_at,
             cancel_reason: task.cancel_reason.map(|r| r.as_str().to_owned()),
+            parent_id: task.parent_id.map(|p| p.0),
+            subtasks: None,
             version: task.version,
             position: record.position,
             prediction: None,
+        }
+    }
+}
+
+/// How a task's direct subtasks stand (archived ones left out).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubtaskSummary {
+    /// Subtasks that are not archived.
+    pub total: u32,
+    /// Still to be done: open, in progress or paused.
+    pub open: u32,
+    /// Completed.
+    pub completed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+    /// Completed over the subtasks that will be done (cancelled ones left out), 0 to 1;
+    /// `null` when every subtask is cancelled.
+    pub progress: Option<f64>,
+}
+
+impl From<projections::queries::ChildCounts> for SubtaskSummary {
+    fn from(counts: projections::queries::ChildCounts) -> Self {
+        SubtaskSummary {
+            total: counts.total,
+            open: counts.open,
+            completed: counts.completed,
+            cancelled: counts.cancelled,
+            progress: counts.progress(),
         }
     }
 }

@@ -21,5 +21,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::reopen_task))
         .routes(routes!(commands::archive_task))
         .routes(routes!(commands::cancel_task))
+        .routes(routes!(commands::move_task))
         .routes(routes!(queries::task_history))
 }

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::{Priority, TaskStatus};
-use projections::queries::{self, Availability, Cursor, ListQuery, SortKey};
+use projections::queries::{self, Availability, Cursor, ListQuery, ParentFilter, SortKey};
 use projections::task_rows::TaskRecord;
 
 use crate::auth::AuthUser;
@@ -172,9 +172,36 @@ pub async fn get_task(
         headers.insert(header::ETAG, etag);
     }
     let prediction = crate::predictions::for_task(&state, &owner, &record.task);
-    let mut response = TaskResponse::from(record);
+    let mut responses = with_subtasks(&state, &owner, min, vec![record]).await?;
+    let mut response = responses.pop().ok_or(ApiError::NotFound)?;
     response.prediction = prediction;
     Ok((headers, Json(response)))
+}
+
+/// The answers for `records`, each with its subtask counts (one query for all of them).
+async fn with_subtasks(
+    state: &AppState,
+    owner: &domain::UserId,
+    min: MinPosition,
+    records: Vec<TaskRecord>,
+) -> Result<Vec<TaskResponse>, ApiError> {
+    let ids: Vec<domain::TaskId> = records.iter().map(|r| r.task.id).collect();
+    let ids = &ids;
+    let mut counts = state
+        .reads
+        .query(min.0, |pool| async move {
+            queries::child_counts(&pool, owner, ids).await
+        })
+        .await?;
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let id = record.task.id;
+            let mut response = TaskResponse::from(record);
+            response.subtasks = counts.remove(&id).map(Into::into);
+            response
+        })
+        .collect())
 }
 
 /// A comma-separated filter (`status`, `priority`): empty for none, else every item parsed,
@@ -242,6 +269,20 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                     available,
                     at: Utc::now(),
                 });
+            }
+            "parent" => {
+                query.parent = Some(match value.as_str() {
+                    "none" => ParentFilter::TopLevel,
+                    id => ParentFilter::Of(domain::TaskId::parse(id).map_err(|_| {
+                        ApiError::field("parent", "must be a task id, or none for top-level tasks")
+                    })?),
+                })
+            }
+            "subtree" => {
+                query.subtree = Some(
+                    domain::TaskId::parse(&value)
+                        .map_err(|_| ApiError::field("subtree", "must be a task id"))?,
+                )
             }
             "q" => {
                 if value.chars().count() > MAX_SEARCH_CHARS || value.chars().any(char::is_control) {
@@ -322,7 +363,7 @@ pub async fn list_tasks(
         })
         .await?;
     Ok(Json(TaskList {
-        items: page.items.into_iter().map(TaskResponse::from).collect(),
+        items: with_subtasks(&state, owner, min, page.items).await?,
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }

@@ -143,6 +143,7 @@ impl World {
                     starts_at: None,
                     time_zone: TimeZoneName::utc(),
                     at: now(),
+                    placement: None,
                 }),
             )
             .await;
@@ -157,6 +158,8 @@ impl World {
             TaskCommand::Complete(CompleteTask {
                 actual_minutes: EffortMinutes::parse(actual, "actual_minutes").ok(),
                 at: now(),
+                open_children: Vec::new(),
+                cascade: false,
             }),
         )
         .await

@@ -120,6 +120,7 @@ pub async fn write_history(
             starts_at: None,
             time_zone: TimeZoneName::utc(),
             at: at(0),
+            placement: None,
         });
         store
             .execute(&owner, *id, &create, None, &meta())
@@ -143,6 +144,8 @@ pub async fn write_history(
                 3 => TaskCommand::Complete(CompleteTask {
                     actual_minutes: None,
                     at: at(step),
+                    open_children: Vec::new(),
+                    cascade: false,
                 }),
                 _ => TaskCommand::Reopen(ReopenTask { at: at(step) }),
             };
