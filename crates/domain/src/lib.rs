@@ -11,12 +11,17 @@
 //! - [`command`]: the imperative commands.
 //! - [`event`]: the past-tense events, their stable `event_type`/`event_version`, and the
 //!   decoding (with upcasting) of stored payloads.
+//! - [`recurrence`]: repeating tasks: a validated RRULE and the next due date of a series.
+//! - [`quickadd`]: one line of text (`Pay rent every month on the 1st #home !high`) read into
+//!   the fields of a task, for a preview the client confirms.
 //! - [`task`]: the aggregate state, [`decide`] and [`evolve`].
 //! - [`error`]: the one error enum of this crate.
 
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod quickadd;
+pub mod recurrence;
 pub mod task;
 pub mod values;
 
@@ -29,6 +34,8 @@ pub use event::{
     TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved, TaskPaused,
     TaskReopened, TaskStarted, TaskUpdated,
 };
+pub use quickadd::QuickAdd;
+pub use recurrence::{Recurrence, RecurrenceMode};
 pub use task::{decide, evolve, replay, Task, TaskStatus};
 pub use values::{
     CancelReason, Description, DueAt, EffortMinutes, FromTrusted, Priority, StartsAt, Tag, TaskId,
