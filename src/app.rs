@@ -52,9 +52,11 @@ impl Roles {
                 "ml" => roles.ml = true,
                 "insights" => roles.insights = true,
                 "automation" => roles.automation = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown role {other:?} (expected api, projector, insights, ml or automation)"
-                )),
+                ))
+                }
             }
         }
         if roles == Roles::default() {
@@ -246,6 +248,26 @@ pub async fn read_source(
     .await;
     tracing::info!(replica = %without_credentials(url.expose()), "queries read the replica");
     Ok(reads.with_replica(replica, replica_positions))
+}
+
+/// What the automation CLI needs to run automations outside the runtime (retrying dead
+/// letters): the event store, the read model it waits on, and the command path over both.
+pub async fn automation_context(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<automation::Context> {
+    let client = connect_nats(settings).await?;
+    let naming = apply_streams(settings, &client).await?;
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(EventStore::open(client, naming, StoreOptions::default()).await?);
+    let reads = read_source(settings, pool, &metrics, &CancellationToken::new()).await?;
+    let path =
+        commands::CommandPath::new(store, reads.clone(), metrics, settings.read_wait_timeout);
+    Ok(automation::Context::new(
+        path,
+        reads,
+        settings.read_wait_timeout,
+    ))
 }
 
 /// The insights service of a deployment: the read model behind a Redis cache whose keys carry
