@@ -348,7 +348,10 @@ pub struct Application {
     serving: Option<(ServingModel, ModelRegistry)>,
     ml_worker: Option<MlWorker>,
     insights: Option<InsightsWorker>,
-    automation: Option<automation::Runtime>,
+    automation: Option<(
+        automation::Runtime,
+        automation::reminders::ReminderScheduler,
+    )>,
     /// The API's verifier, whose JWKS (if any) is re-read in the background.
     verifier: Option<Arc<TokenVerifier>>,
     shutdown: CancellationToken,
@@ -435,7 +438,16 @@ impl Application {
                     .ensure_consumer()
                     .await
                     .context("creating the automation consumer")?;
-                Some(runtime)
+                let scheduler = automation::reminders::ReminderScheduler::new(
+                    automation::Context::new(
+                        path.clone(),
+                        reads.clone(),
+                        settings.read_wait_timeout,
+                    ),
+                    metrics.clone(),
+                    automation::reminders::SchedulerOptions::default(),
+                );
+                Some((runtime, scheduler))
             }
             _ => None,
         };
@@ -560,9 +572,14 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
-        let automation = self
-            .automation
-            .map(|runtime| tokio::spawn(runtime.run(shutdown.clone())));
+        let automation = self.automation.map(|(runtime, scheduler)| {
+            let reminders = tokio::spawn(scheduler.run(shutdown.clone()));
+            let runtime = tokio::spawn(runtime.run(shutdown.clone()));
+            async move {
+                let _ = reminders.await;
+                runtime.await
+            }
+        });
         let key_refresh = self.verifier.map(|verifier| {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
