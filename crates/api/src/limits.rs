@@ -222,6 +222,16 @@ text_schema!(
          microsecond."
     ))
 );
+text_schema!(
+    /// A feed token's label as the document states it
+    /// ([`crate::calendar::tokens::MintFeedTokenRequest`]).
+    FeedTokenLabelText,
+    "FeedTokenLabel",
+    string(crate::calendar::tokens::MAX_LABEL_CHARS, Some(NO_CONTROL_PATTERN)).description(Some(
+        "At most 100 characters as sent, no control characters; stored trimmed, a blank \
+         label means none."
+    ))
+);
 
 /// One documented parameter, never required (every parameter of this API is optional).
 fn parameter(
@@ -469,5 +479,28 @@ impl IntoParams for ListParams {
             ),
             min_position(MIN_POSITION_WAIT),
         ]
+    }
+}
+
+/// A feed token as the query string carries it: 43 base64url characters.
+pub const FEED_TOKEN_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
+
+/// The parameter of `GET /v1/calendar.ics`.
+#[derive(Debug)]
+pub struct FeedParams;
+
+impl IntoParams for FeedParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let chars = crate::calendar::FEED_TOKEN_CHARS;
+        vec![parameter(
+            "token",
+            ParameterIn::Query,
+            "A feed token from `POST /v1/calendar/tokens` (43 base64url characters). A missing, \
+             malformed, unknown or revoked token is answered 401, never 422: it is a \
+             credential, and its shape tells nothing about whether it is one",
+            string(chars, Some(FEED_TOKEN_PATTERN)).min_length(Some(chars)),
+        )
+        .required(Required::True)
+        .build()]
     }
 }
