@@ -194,6 +194,7 @@ async fn bench(options: Options) {
         projector: options.with_projector,
         insights: false,
         ml: false,
+        automation: false,
     };
     let app = Application::build(&settings, roles).await.expect("app");
     let address = app.local_addr().expect("address");

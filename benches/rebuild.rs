@@ -66,6 +66,8 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
                 time_zone: TimeZoneName::parse("Europe/Paris").expect("zone"),
                 at: Utc::now(),
                 placement: None,
+                recurrence: None,
+                series: None,
             }),
             TaskCommand::Update(UpdateTask {
                 changes: TaskChanges {

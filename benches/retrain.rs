@@ -112,6 +112,8 @@ async fn write(store: Arc<EventStore>, writer: u64, events: u64) {
                 time_zone: TimeZoneName::utc(),
                 at: Utc::now(),
                 placement: None,
+                recurrence: None,
+                series: None,
             }),
             TaskCommand::Start(StartTask { at: Utc::now() }),
             TaskCommand::Pause(PauseTask { at: Utc::now() }),

@@ -37,10 +37,12 @@ pub struct Roles {
     pub ml: bool,
     /// Cached insights in Redis, refreshed from the event stream.
     pub insights: bool,
+    /// The process-manager runtime: recurrence and cascades (see the `automation` crate).
+    pub automation: bool,
 }
 
 impl Roles {
-    /// Parses `api,projector,insights,ml`.
+    /// Parses `api,projector,insights,ml,automation`.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut roles = Roles::default();
         for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -49,11 +51,10 @@ impl Roles {
                 "projector" => roles.projector = true,
                 "ml" => roles.ml = true,
                 "insights" => roles.insights = true,
-                other => {
-                    return Err(format!(
-                        "unknown role {other:?} (expected api, projector, insights or ml)"
-                    ))
-                }
+                "automation" => roles.automation = true,
+                other => return Err(format!(
+                    "unknown role {other:?} (expected api, projector, insights, ml or automation)"
+                )),
             }
         }
         if roles == Roles::default() {
@@ -69,6 +70,7 @@ impl Roles {
             projector: true,
             ml: true,
             insights: true,
+            automation: true,
         }
     }
 }
@@ -324,6 +326,7 @@ pub struct Application {
     serving: Option<(ServingModel, ModelRegistry)>,
     ml_worker: Option<MlWorker>,
     insights: Option<InsightsWorker>,
+    automation: Option<automation::Runtime>,
     /// The API's verifier, whose JWKS (if any) is re-read in the background.
     verifier: Option<Arc<TokenVerifier>>,
     shutdown: CancellationToken,
@@ -359,7 +362,7 @@ impl Application {
         let models = ServingModel::with_metrics(metrics.clone());
         let mut store_for_ml = None;
 
-        let reads = if roles.api || roles.insights {
+        let reads = if roles.api || roles.insights || roles.automation {
             Some(read_source(settings, &pool, &metrics, &shutdown).await?)
         } else {
             None
@@ -367,7 +370,7 @@ impl Application {
         let insights = reads
             .as_ref()
             .map(|reads| Arc::new(insights_service(settings, reads, &redis, &metrics)));
-        let app = if roles.api {
+        let store = if roles.api || roles.automation {
             let store = EventStore::open(
                 client.clone(),
                 naming.clone(),
@@ -378,16 +381,50 @@ impl Application {
             )
             .await?
             .with_metrics(metrics.clone());
-            let store = Arc::new(store);
+            Some(Arc::new(store))
+        } else {
+            None
+        };
+        let command_path = match (&store, &reads) {
+            (Some(store), Some(reads)) => Some(commands::CommandPath::new(
+                store.clone(),
+                reads.clone(),
+                metrics.clone(),
+                settings.read_wait_timeout,
+            )),
+            _ => None,
+        };
+        let automation = match (&command_path, &reads) {
+            (Some(path), Some(reads)) if roles.automation => {
+                let runtime = automation::Runtime::new(
+                    async_nats::jetstream::new(client.clone()),
+                    naming.clone(),
+                    automation::Context::new(
+                        path.clone(),
+                        reads.clone(),
+                        settings.read_wait_timeout,
+                    ),
+                    automation::automations(),
+                    metrics.clone(),
+                    automation::RuntimeOptions::default(),
+                );
+                // The runtime's position starts now, before any command this process takes.
+                runtime
+                    .ensure_consumer()
+                    .await
+                    .context("creating the automation consumer")?;
+                Some(runtime)
+            }
+            _ => None,
+        };
+        let app = if roles.api {
+            let store = store.clone().context("the api role has an event store")?;
             store_for_ml = Some(store.clone());
             let reads = reads.clone().context("the api role reads the read model")?;
             Some(AppState {
-                commands: commands::CommandPath::new(
-                    store.clone(),
-                    reads.clone(),
-                    metrics.clone(),
-                    settings.read_wait_timeout,
-                ),
+                commands: command_path
+                    .clone()
+                    .context("the api role has a command path")?,
                 store,
                 models: models.clone(),
                 reads,
@@ -458,6 +495,7 @@ impl Application {
             serving,
             ml_worker,
             insights,
+            automation,
             verifier,
             shutdown,
         })
@@ -500,6 +538,9 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+        let automation = self
+            .automation
+            .map(|runtime| tokio::spawn(runtime.run(shutdown.clone())));
         let key_refresh = self.verifier.map(|verifier| {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -533,6 +574,9 @@ impl Application {
         }
         if let Some(insights) = insights {
             insights.await.context("insights worker task")?;
+        }
+        if let Some(automation) = automation {
+            automation.await.context("automation runtime task")?;
         }
         if let Some(key_refresh) = key_refresh {
             key_refresh.await.context("JWKS refresh task")?;
@@ -572,7 +616,7 @@ mod tests {
     #[test]
     fn roles_parse_and_refuse_unknown_ones() {
         assert_eq!(
-            Roles::parse("api, projector,insights,ml").unwrap(),
+            Roles::parse("api, projector,insights,ml,automation").unwrap(),
             Roles::all()
         );
         assert_eq!(

@@ -29,7 +29,7 @@ pub enum Command {
     /// Run a set of roles: api, projector, insights, ml.
     Serve {
         /// Comma-separated roles.
-        #[arg(long, default_value = "api,projector,insights,ml")]
+        #[arg(long, default_value = "api,projector,insights,ml,automation")]
         roles: String,
     },
     /// Create the database if missing and apply the migrations.

@@ -299,6 +299,14 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
     let paused = created(&app, &token, json!({"title": "Read a book"})).await;
     transition(&app, &token, &paused, "start", json!({})).await;
     transition(&app, &token, &paused, "pause", json!({})).await;
+    // A repeating one: its rule travels with it.
+    let weekly = created(
+        &app,
+        &token,
+        json!({"title": "Team sync", "due_at": "2030-03-04T09:00:00Z",
+               "recurrence": {"rule": "FREQ=WEEKLY;BYDAY=MO", "mode": "fixed"}}),
+    )
+    .await;
     // Finished ones stay out.
     let done = created(&app, &token, json!({"title": "Done already"})).await;
     transition(&app, &token, &done, "complete", json!({"actual_minutes": 5})).await;
@@ -327,7 +335,8 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
             parent.clone(),
             van.clone(),
             started.clone(),
-            paused.clone()
+            paused.clone(),
+            weekly.clone()
         ])
     );
 
@@ -396,6 +405,11 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
     assert_eq!(report["priority"], 5);
     assert_eq!(report["categories"], json!([]));
     assert_eq!(report["description"], Value::Null);
+
+    let team_sync = todo(&parsed, &weekly);
+    assert_eq!(team_sync["rrule"], "FREQ=WEEKLY;BYDAY=MO");
+    assert_eq!(team_sync["due"], "2030-03-04T09:00:00Z");
+    assert_eq!(team_sync["status"], "NEEDS-ACTION");
 
     let book = todo(&parsed, &paused);
     assert_eq!(book["status"], "IN-PROCESS");

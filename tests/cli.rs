@@ -578,6 +578,8 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
             time_zone: domain::TimeZoneName::utc(),
             at,
             placement: None,
+            recurrence: None,
+            series: None,
         });
         let complete = TaskCommand::Complete(CompleteTask {
             actual_minutes: Some(

@@ -62,6 +62,8 @@ async fn keep_writing(store: Arc<EventStore>, stop: CancellationToken) -> u64 {
             time_zone: TimeZoneName::utc(),
             at: Utc::now(),
             placement: None,
+            recurrence: None,
+            series: None,
         });
         store
             .execute(&owner, id, &create, None, &meta())

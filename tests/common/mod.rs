@@ -88,9 +88,13 @@ impl TestApp {
     /// An instance on `db` (planned or created), for tests that must know its name before
     /// the application starts (a replica's URL names it too).
     pub async fn spawn_on(db: TestDatabase, extra: &[(&str, &str)]) -> Self {
+        Self::spawn_roles(db, Roles::all(), extra).await
+    }
+
+    pub async fn spawn_roles(db: TestDatabase, roles: Roles, extra: &[(&str, &str)]) -> Self {
         let nats = NatsScope::new();
         let settings = settings_for(&db, &nats, extra);
-        let app = Application::build(&settings, Roles::all())
+        let app = Application::build(&settings, roles)
             .await
             .expect("the application builds");
         let address = app.local_addr().unwrap();

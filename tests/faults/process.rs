@@ -27,7 +27,7 @@ impl Server {
         assert!(self.child.is_none());
         let log = crate::common::append_log(&self.log);
         let child = crate::common::cli(&self.db_url, &self.prefix)
-            .args(["serve", "--roles", "api,projector,insights,ml"])
+            .args(["serve", "--roles", "api,projector,insights,ml,automation"])
             .env("TASKMASTER_HTTP_ADDR", self.address.to_string())
             .env("TASKMASTER_JWT_SECRET", crate::common::SECRET)
             .env("REDIS_URL", testkit::redis_url())

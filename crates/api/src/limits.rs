@@ -79,6 +79,10 @@ pub const UUID_PATTERN: &str =
 /// The `parent` filter: a task id, or `none` for top-level tasks.
 pub const PARENT_FILTER_PATTERN: &str =
     r"^(none|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+/// The shape of a recurrence rule: `KEY=VALUE` parts joined by `;`, an optional `RRULE:`
+/// prefix, letters, digits and the punctuation RRULE values use.
+pub const RRULE_PATTERN: &str =
+    r"^(RRULE:)?[A-Za-z]+=[A-Za-z0-9,+-]+(;[A-Za-z]+=[A-Za-z0-9,+-]+)*;?$";
 /// What a cursor is made of (base64url without padding); only the server makes valid ones.
 pub const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 /// Visible ASCII, spaces inside only (HTTP drops them around a header value).
@@ -202,6 +206,20 @@ text_schema!(
         .description(Some("A task id (UUID)."))
 );
 
+text_schema!(
+    /// A recurrence rule as the document states it ([`domain::Recurrence::parse`]); the
+    /// pattern names the shape, the server checks the rest (frequency, density, UNTIL).
+    RecurrenceRuleText,
+    "RecurrenceRule",
+    string(domain::Recurrence::MAX_CHARS, Some(RRULE_PATTERN))
+        .min_length(Some(1))
+        .description(Some(
+            "An RFC 5545 RRULE value, at most 500 characters: FREQ of DAILY, WEEKLY, MONTHLY or \
+             YEARLY, at most 1,000 occurrences a year, no DTSTART, UNTIL in UTC \
+             (`YYYYMMDDTHHMMSSZ`); `after_completion` takes FREQ, INTERVAL, COUNT and UNTIL only."
+        ))
+        .examples([serde_json::json!("FREQ=WEEKLY;BYDAY=MO,WE")])
+);
 text_schema!(
     /// A time zone name as the document states it ([`TimeZoneName::parse`]).
     TimeZoneText,
@@ -446,6 +464,12 @@ impl IntoParams for ListParams {
                 "parent",
                 "`none`: only top-level tasks; a task id: only that task's direct subtasks",
                 string(36, Some(PARENT_FILTER_PATTERN)),
+            ),
+            query(
+                "series",
+                "Only the occurrences of this repeating series (its id is the first \
+                 occurrence's task id, as `series.id` on a task)",
+                string(36, Some(UUID_PATTERN)),
             ),
             query(
                 "subtree",

@@ -367,6 +367,9 @@ impl From<StoreError> for ApiError {
                 | TaskError::TooDeep { .. }
                 | TaskError::ParentArchived),
             ) => ApiError::field("parent_id", refusal.to_string()),
+            StoreError::Rejected(refusal @ TaskError::RecurrenceWithoutDue) => {
+                ApiError::field("due_at", refusal.to_string())
+            }
             StoreError::Rejected(refusal) => ApiError::StateConflict(refusal),
             StoreError::VersionConflict { expected, actual } => ApiError::VersionConflict {
                 current_version: Some(actual),

@@ -21,6 +21,10 @@ pub fn now() -> DateTime<Utc> {
     chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
+/// How long a completion waits for the primary read model to catch up before it is decided
+/// without the subtask check: short, because a person is waiting on the answer.
+pub const COMPLETE_READ_WAIT: Duration = Duration::from_secs(1);
+
 /// Namespace of the ids of compensating commands, fixed forever.
 const UNDO_NAMESPACE: Uuid = Uuid::from_u128(0x3c1e_8a52_90d4_4f6b_b1a7_52e0_c4d9_7e21);
 
@@ -101,7 +105,7 @@ impl CommandPath {
         let parent_ancestors = self.ancestors(owner, parent_task.parent_id).await?;
         let subtree_height = match moving {
             Some(task) => {
-                self.catch_up().await?;
+                self.catch_up(self.read_wait).await?;
                 queries::subtree_height(self.reads.primary(), owner, task).await?
             }
             None => 1,
@@ -141,10 +145,10 @@ impl CommandPath {
 
     /// Waits until the primary read model has applied everything the log held when this was
     /// called, so what it says about subtasks includes every append acknowledged before.
-    async fn catch_up(&self) -> Result<(), CommandError> {
+    async fn catch_up(&self, wait: Duration) -> Result<(), CommandError> {
         let head = self.store.head_position().await?;
         self.reads
-            .wait_for_primary(head, self.read_wait)
+            .wait_for_primary(head, wait)
             .await
             .map_err(|behind| CommandError::ReadModelBehind {
                 requested: head,
@@ -159,12 +163,27 @@ impl CommandPath {
         owner: &UserId,
         task: TaskId,
     ) -> Result<Vec<TaskId>, CommandError> {
-        self.catch_up().await?;
+        self.open_children_within(owner, task, self.read_wait).await
+    }
+
+    async fn open_children_within(
+        &self,
+        owner: &UserId,
+        task: TaskId,
+        wait: Duration,
+    ) -> Result<Vec<TaskId>, CommandError> {
+        self.catch_up(wait).await?;
         Ok(queries::open_children(self.reads.primary(), owner, task).await?)
     }
 
     /// Completes a task. Its open subtasks refuse the completion (naming them) unless
     /// `cascade` asks for them to be completed too, which the automation runtime then does.
+    ///
+    /// The write side never waits on the read side being up: while the primary read model is
+    /// unreachable, or more than [`COMPLETE_READ_WAIT`] behind, the completion is decided
+    /// without the subtask check (and says so in the log), as every other command is decided
+    /// from the log alone. Commands keep their availability through a database outage; the
+    /// price is that a parent can be completed over open subtasks during one.
     pub async fn complete(
         &self,
         owner: &UserId,
@@ -174,7 +193,28 @@ impl CommandPath {
         expected_version: Option<u64>,
         meta: &CommandMeta,
     ) -> Result<CommandOutcome, CommandError> {
-        let open_children = self.open_children(owner, task_id).await?;
+        let open_children = if self.reads.primary_reachable() {
+            match self
+                .open_children_within(owner, task_id, COMPLETE_READ_WAIT)
+                .await
+            {
+                Ok(open) => open,
+                Err(CommandError::ReadModelBehind { requested, current }) => {
+                    tracing::warn!(task_id = %task_id, requested, current, "the read model is behind; completing without the subtask check");
+                    Vec::new()
+                }
+                Err(CommandError::Read(projections::ProjectionError::Database(error)))
+                    if projections::error::is_outage(&error) =>
+                {
+                    tracing::warn!(task_id = %task_id, %error, "the read model is down; completing without the subtask check");
+                    Vec::new()
+                }
+                Err(error) => return Err(error),
+            }
+        } else {
+            tracing::warn!(task_id = %task_id, "the read model is unreachable; completing without the subtask check");
+            Vec::new()
+        };
         let command = TaskCommand::Complete(CompleteTask {
             actual_minutes,
             open_children,

@@ -2,6 +2,8 @@
 //! refuses. Every value inside is already validated, and every command carries the instant it
 //! was issued, so `decide` never reads a clock.
 
+use crate::event::SeriesLink;
+use crate::recurrence::Recurrence;
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
@@ -72,6 +74,12 @@ pub struct CreateTask {
     pub time_zone: TimeZoneName,
     /// Where it goes in the hierarchy: `None` for a top-level task.
     pub placement: Option<Placement>,
+    /// How it repeats; needs a due date.
+    pub recurrence: Option<Recurrence>,
+    /// Its place in an existing series (the automation runtime sets it on the next
+    /// occurrence). `None` with a recurrence starts a new series with this task as
+    /// occurrence 1.
+    pub series: Option<SeriesLink>,
     /// When the command was issued.
     pub at: Timestamp,
 }

@@ -54,6 +54,9 @@ pub enum TaskError {
     /// Completion of a task whose subtasks are still open, without asking to cascade.
     #[error("the task has open subtasks")]
     OpenChildren(Vec<TaskId>),
+    /// A repeating task without a due date: the series has nothing to count from.
+    #[error("a repeating task needs a due date: its first occurrence anchors the series")]
+    RecurrenceWithoutDue,
 }
 
 /// An input field that failed validation. `field` is the JSON name the client sent.

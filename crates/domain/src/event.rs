@@ -12,12 +12,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::DecodeError;
+use crate::recurrence::Recurrence;
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
 };
 
-/// A task came into existence (version 4: with its place in the hierarchy).
+/// A task came into existence (version 5: with its recurrence and its place in a series).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
@@ -51,8 +52,31 @@ pub struct TaskCreated {
     /// The task it is a subtask of; absent for a top-level task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<TaskId>,
+    /// How it repeats: when it is completed or cancelled, the automation runtime creates the
+    /// next occurrence by this rule. Absent for a task that does not repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<Recurrence>,
+    /// The series it belongs to and its place in it; present on every occurrence of a
+    /// repeating task, so its history links the occurrences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<SeriesLink>,
     /// When it was created.
     pub occurred_at: Timestamp,
+}
+
+/// Where a task stands in a repeating series. The first occurrence's id names the series, and
+/// its due date anchors a `fixed` rule (it plays the part of the rule's DTSTART), so every
+/// occurrence carries what the next one is computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesLink {
+    /// The series: the id of its first occurrence.
+    pub series_id: TaskId,
+    /// This task's number in the series, from 1.
+    #[schemars(range(min = 1))]
+    pub occurrence: u32,
+    /// The due date of occurrence 1.
+    pub anchor: Timestamp,
 }
 
 /// Earlier payload versions, kept so stored events stay readable, with their upcasters.
@@ -300,10 +324,11 @@ pub mod v3 {
         pub occurred_at: Timestamp,
     }
 
-    /// Upcasts to version 4: tasks created before subtasks were top-level tasks.
+    /// Upcasts to the current version through version 4: tasks created before subtasks were
+    /// top-level tasks.
     impl From<TaskCreated> for super::TaskCreated {
         fn from(v3: TaskCreated) -> Self {
-            super::TaskCreated {
+            super::v4::TaskCreated {
                 task_id: v3.task_id,
                 owner_id: v3.owner_id,
                 title: v3.title,
@@ -316,6 +341,74 @@ pub mod v3 {
                 time_zone: v3.time_zone,
                 parent_id: None,
                 occurred_at: v3.occurred_at,
+            }
+            .into()
+        }
+    }
+}
+
+/// Version 4 payloads.
+pub mod v4 {
+    use super::*;
+
+    /// A task came into existence (version 4: with its place in the hierarchy, before
+    /// recurrence).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskCreated")]
+    pub struct TaskCreated {
+        /// The task.
+        pub task_id: TaskId,
+        /// Who owns it (also the `<owner_id>` token of the subject).
+        pub owner_id: UserId,
+        /// Its title.
+        pub title: TaskTitle,
+        /// Its description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<Description>,
+        /// Its priority, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub priority: Option<Priority>,
+        /// When it is due, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub due_at: Option<Timestamp>,
+        /// When work on it may begin, if it may not begin at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub starts_at: Option<Timestamp>,
+        /// The owner's estimate of the effort, in minutes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub estimate_minutes: Option<EffortMinutes>,
+        /// Its tags.
+        #[serde(default)]
+        #[schemars(length(max = 20))]
+        pub tags: Vec<Tag>,
+        /// The owner's time zone when the task was created.
+        pub time_zone: TimeZoneName,
+        /// The task it is a subtask of; absent for a top-level task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub parent_id: Option<TaskId>,
+        /// When it was created.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 5: tasks created before recurrence did not repeat.
+    impl From<TaskCreated> for super::TaskCreated {
+        fn from(v4: TaskCreated) -> Self {
+            super::TaskCreated {
+                task_id: v4.task_id,
+                owner_id: v4.owner_id,
+                title: v4.title,
+                description: v4.description,
+                priority: v4.priority,
+                due_at: v4.due_at,
+                starts_at: v4.starts_at,
+                estimate_minutes: v4.estimate_minutes,
+                tags: v4.tags,
+                time_zone: v4.time_zone,
+                parent_id: v4.parent_id,
+                recurrence: None,
+                series: None,
+                occurred_at: v4.occurred_at,
             }
         }
     }
@@ -496,7 +589,7 @@ pub enum TaskEvent {
 
 /// The `(event_type, event_version)` pairs that this code writes today.
 pub const CURRENT_VERSIONS: [(&str, u32); 9] = [
-    ("TaskCreated", 4),
+    ("TaskCreated", 5),
     ("TaskUpdated", 2),
     ("TaskStarted", 1),
     ("TaskPaused", 1),
@@ -533,7 +626,7 @@ impl TaskEvent {
     /// The version of the payload shape this code writes.
     pub fn event_version(&self) -> u32 {
         match self {
-            TaskEvent::Created(_) => 4,
+            TaskEvent::Created(_) => 5,
             TaskEvent::Updated(_) => 2,
             TaskEvent::Completed(_) => 2,
             _ => 1,
@@ -606,7 +699,10 @@ impl TaskEvent {
             ("TaskCreated", 3) => {
                 TaskEvent::Created(parse::<v3::TaskCreated>("TaskCreated", payload)?.into())
             }
-            ("TaskCreated", 4) => TaskEvent::Created(parse("TaskCreated", payload)?),
+            ("TaskCreated", 4) => {
+                TaskEvent::Created(parse::<v4::TaskCreated>("TaskCreated", payload)?.into())
+            }
+            ("TaskCreated", 5) => TaskEvent::Created(parse("TaskCreated", payload)?),
             ("TaskUpdated", 1) => {
                 TaskEvent::Updated(parse::<v1::TaskUpdated>("TaskUpdated", payload)?.into())
             }
@@ -642,7 +738,8 @@ impl TaskEvent {
             ("TaskCreated", 1, schema::<v1::TaskCreated>()),
             ("TaskCreated", 2, schema::<v2::TaskCreated>()),
             ("TaskCreated", 3, schema::<v3::TaskCreated>()),
-            ("TaskCreated", 4, schema::<TaskCreated>()),
+            ("TaskCreated", 4, schema::<v4::TaskCreated>()),
+            ("TaskCreated", 5, schema::<TaskCreated>()),
             ("TaskUpdated", 1, schema::<v1::TaskUpdated>()),
             ("TaskUpdated", 2, schema::<TaskUpdated>()),
             ("TaskStarted", 1, schema::<TaskStarted>()),

@@ -31,12 +31,12 @@ pub use command::{
 };
 pub use error::{DecodeError, FieldError, TaskError};
 pub use event::{
-    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved, TaskPaused,
-    TaskReopened, TaskStarted, TaskUpdated,
+    SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved,
+    TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
 };
 pub use quickadd::QuickAdd;
 pub use recurrence::{Recurrence, RecurrenceMode};
-pub use task::{decide, evolve, replay, Task, TaskStatus};
+pub use task::{decide, evolve, replay, NextOccurrence, Task, TaskStatus};
 pub use values::{
     CancelReason, Description, DueAt, EffortMinutes, FromTrusted, Priority, StartsAt, Tag, TaskId,
     TaskTitle, TimeZoneName, Timestamp, UserId,

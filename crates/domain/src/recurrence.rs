@@ -32,6 +32,16 @@ pub enum RecurrenceMode {
     AfterCompletion,
 }
 
+impl RecurrenceMode {
+    /// The stable snake_case name used in JSON and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecurrenceMode::Fixed => "fixed",
+            RecurrenceMode::AfterCompletion => "after_completion",
+        }
+    }
+}
+
 /// A validated recurrence: an RRULE value (`FREQ=WEEKLY;BYDAY=MO,WE`) and the mode that reads it.
 ///
 /// `Deserialize` does not re-validate, like every value of this crate: a stored rule is a fact.
@@ -180,6 +190,33 @@ impl Recurrence {
             .chain(expand(&parts, anchor, zone)?.filter(move |due| *due > anchor))
             .take(count)
             .find(|due| *due > after)
+    }
+}
+
+impl Recurrence {
+    /// The first due date of a new series given none: the first day from today (local to
+    /// `zone`) that the rule allows, at the end of that day (23:59:59 local, the convention
+    /// for a due date without a time). `None` when the rule has no occurrence from today on
+    /// (an UNTIL already past).
+    pub fn first_due(&self, now: Timestamp, zone: chrono_tz::Tz) -> Option<Timestamp> {
+        let parts = split_parts(&self.rule).ok()?;
+        let today = now.with_timezone(&zone).date_naive();
+        let end_of_today = local_to_utc(today.and_hms_opt(23, 59, 59)?, zone)?;
+        match self.mode {
+            RecurrenceMode::Fixed => expand(&parts, end_of_today, zone)?.next(),
+            RecurrenceMode::AfterCompletion => {
+                let until = parts
+                    .iter()
+                    .find(|(k, _)| *k == "UNTIL")
+                    .and_then(|(_, until)| {
+                        NaiveDateTime::parse_from_str(until, "%Y%m%dT%H%M%SZ").ok()
+                    });
+                match until {
+                    Some(until) if until.and_utc() < end_of_today => None,
+                    _ => Some(end_of_today),
+                }
+            }
+        }
     }
 }
 
@@ -511,6 +548,32 @@ mod tests {
         let next = r.next_due(due, due, due, 1, Paris);
         // 02:30 does not exist on Sunday 29 March: 03:30 summer time.
         assert_eq!(next, Some(utc("2026-03-29T01:30:00Z")));
+    }
+
+    #[test]
+    fn given_no_due_date_when_a_weekly_series_starts_on_a_friday_then_it_is_first_due_monday_end_of_day(
+    ) {
+        // Friday 2026-03-27, 10:00 in Paris.
+        let now = utc("2026-03-27T09:00:00Z");
+        let first = fixed("FREQ=WEEKLY;BYDAY=MO").first_due(now, Paris).unwrap();
+        assert_eq!(first, utc("2026-03-30T21:59:59Z"));
+        let daily = fixed("FREQ=DAILY").first_due(now, Paris).unwrap();
+        assert_eq!(daily, utc("2026-03-27T22:59:59Z"));
+        let after_done = after("FREQ=WEEKLY").first_due(now, Paris).unwrap();
+        assert_eq!(after_done, utc("2026-03-27T22:59:59Z"));
+    }
+
+    #[test]
+    fn given_an_until_already_past_when_a_series_starts_then_it_has_no_first_due() {
+        let now = utc("2026-03-27T09:00:00Z");
+        assert_eq!(
+            fixed("FREQ=DAILY;UNTIL=20260101T000000Z").first_due(now, Paris),
+            None
+        );
+        assert_eq!(
+            after("FREQ=DAILY;UNTIL=20260101T000000Z").first_due(now, Paris),
+            None
+        );
     }
 
     #[test]

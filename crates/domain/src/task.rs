@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CompleteTask, CreateTask, Placement, TaskChanges, TaskCommand, MAX_DEPTH};
 use crate::error::TaskError;
 use crate::event::{
-    TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved, TaskPaused,
-    TaskReopened, TaskStarted, TaskUpdated,
+    SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved,
+    TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
 };
+use crate::recurrence::{Recurrence, RecurrenceMode};
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
@@ -91,6 +92,10 @@ pub struct Task {
     pub time_zone: TimeZoneName,
     /// The task it is a subtask of; `None` at the top level.
     pub parent_id: Option<TaskId>,
+    /// How it repeats, if it does.
+    pub recurrence: Option<Recurrence>,
+    /// Its series and place in it, for an occurrence of a repeating task.
+    pub series: Option<SeriesLink>,
     /// Life-cycle status.
     pub status: TaskStatus,
     /// When it was created.
@@ -120,6 +125,9 @@ pub struct Task {
 pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<TaskEvent>, TaskError> {
     let task = match (state, command) {
         (None, TaskCommand::Create(create)) => {
+            if create.recurrence.is_some() && create.due_at.is_none() {
+                return Err(TaskError::RecurrenceWithoutDue);
+            }
             if let Some(placement) = &create.placement {
                 check_placement(create.task_id, placement)?;
             }
@@ -230,6 +238,16 @@ fn created(create: &CreateTask) -> TaskEvent {
         tags: create.tags.clone(),
         time_zone: create.time_zone.clone(),
         parent_id: create.placement.as_ref().map(|p| p.parent_id),
+        recurrence: create.recurrence.clone(),
+        series: match (&create.recurrence, create.series, create.due_at) {
+            (_, Some(series), _) => Some(series),
+            (Some(_), None, Some(due)) => Some(SeriesLink {
+                series_id: create.task_id,
+                occurrence: 1,
+                anchor: due,
+            }),
+            _ => None,
+        },
         occurred_at: create.at,
     })
 }
@@ -297,6 +315,8 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 tags: e.tags.clone(),
                 time_zone: e.time_zone.clone(),
                 parent_id: e.parent_id,
+                recurrence: e.recurrence.clone(),
+                series: e.series,
                 status: TaskStatus::Open,
                 created_at: e.occurred_at,
                 updated_at: e.occurred_at,
@@ -395,6 +415,53 @@ impl Task {
                 .started_at
                 .map(|since| session_seconds(since, now))
                 .unwrap_or(0)
+    }
+}
+
+/// The next task of a series: its place, due date and start date. The automation runtime
+/// creates it when an occurrence is completed or cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextOccurrence {
+    /// The new task's place in the series.
+    pub series: SeriesLink,
+    /// When it is due.
+    pub due_at: Timestamp,
+    /// When it may begin: as far before its due date as the finished occurrence's start date
+    /// was before its own.
+    pub starts_at: Option<Timestamp>,
+}
+
+impl Task {
+    /// The occurrence that follows this one when it is finished (completed or cancelled) at
+    /// `done_at`, or `None` when the task does not repeat or its series has ended (COUNT or
+    /// UNTIL reached).
+    ///
+    /// - `fixed`: the first occurrence of the rule after both this one's due date and
+    ///   `done_at`: occurrences missed while the task stayed open are skipped rather than
+    ///   created overdue, and COUNT counts the calendar from the anchor.
+    /// - `after_completion`: one interval after `done_at`, at this occurrence's local time of
+    ///   day; COUNT limits the number of occurrences.
+    ///
+    /// Expansion is in the task's time zone, so 09:00 stays 09:00 across a DST change.
+    pub fn next_occurrence(&self, done_at: Timestamp) -> Option<NextOccurrence> {
+        let recurrence = self.recurrence.as_ref()?;
+        let series = self.series?;
+        let due = self.due_at?;
+        let zone = self.time_zone.tz();
+        let next_due = match recurrence.mode {
+            RecurrenceMode::Fixed => recurrence.first_after(series.anchor, due.max(done_at), zone),
+            RecurrenceMode::AfterCompletion => {
+                recurrence.next_due(series.anchor, due, done_at, series.occurrence, zone)
+            }
+        }?;
+        Some(NextOccurrence {
+            series: SeriesLink {
+                occurrence: series.occurrence.checked_add(1)?,
+                ..series
+            },
+            due_at: next_due,
+            starts_at: self.starts_at.map(|starts| next_due - (due - starts)),
+        })
     }
 }
 

@@ -369,6 +369,12 @@ impl TimeZoneName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The zone, from the IANA database compiled in; a name it does not know (only the shape
+    /// is checked on input) reads as UTC, so arithmetic on dates never fails on a zone.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.0.parse().unwrap_or(chrono_tz::UTC)
+    }
 }
 
 /// A due date. Any instant between the years 1970 and 9999, kept to the microsecond, so that

@@ -67,6 +67,8 @@ fn create_command() -> CreateTask {
         tags: Tag::parse_list(&["work", "writing"]).unwrap(),
         time_zone: TimeZoneName::parse("Europe/Paris").unwrap(),
         placement: None,
+        recurrence: None,
+        series: None,
         at: t(0),
     }
 }
@@ -86,6 +88,8 @@ fn created() -> TaskEvent {
         time_zone: c.time_zone,
         occurred_at: t(0),
         parent_id: None,
+        recurrence: None,
+        series: None,
     })
 }
 
@@ -664,6 +668,8 @@ fn under(parent: TaskId, parent_ancestors: &[TaskId], subtree_height: usize) -> 
 fn create_under(placement: Placement) -> TaskCommand {
     TaskCommand::Create(CreateTask {
         placement: Some(placement),
+        recurrence: None,
+        series: None,
         ..create_command()
     })
 }

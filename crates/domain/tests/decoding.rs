@@ -29,6 +29,8 @@ fn valid_history() -> Vec<TaskEvent> {
             time_zone: TimeZoneName::parse("Asia/Tokyo").unwrap(),
             at: t(0),
             placement: None,
+            recurrence: None,
+            series: None,
         }),
         TaskCommand::Update(UpdateTask {
             changes: TaskChanges {

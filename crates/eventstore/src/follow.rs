@@ -153,6 +153,8 @@ mod tests {
             time_zone: TimeZoneName::utc(),
             at: chrono::Utc::now(),
             placement: None,
+            recurrence: None,
+            series: None,
         });
         let meta = CommandMeta {
             command_id: uuid::Uuid::new_v4().to_string(),

@@ -50,6 +50,8 @@ fn create(owner: &UserId, id: TaskId) -> TaskCommand {
         time_zone: TimeZoneName::utc(),
         at: at(0),
         placement: None,
+        recurrence: None,
+        series: None,
     })
 }
 

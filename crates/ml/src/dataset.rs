@@ -166,6 +166,8 @@ mod tests {
             time_zone: TimeZoneName::from_trusted("UTC".into()),
             occurred_at: at(0),
             parent_id: None,
+            recurrence: None,
+            series: None,
         })
     }
 

@@ -231,6 +231,8 @@ async fn evaluate_in(
             time_zone: zone.clone(),
             at,
             placement: None,
+            recurrence: None,
+            series: None,
         });
         let actual = EffortMinutes::parse(i64::from(row.points.min(100_000)), "storypoint")
             .map_err(|e| MlError::Input(format!("{}: {e}", row.key)))?;

@@ -128,6 +128,8 @@ pub struct ListQuery {
     pub parent: Option<ParentFilter>,
     /// Only this task and everything below it.
     pub subtree: Option<TaskId>,
+    /// Only the occurrences of this series (named by its first occurrence).
+    pub series: Option<TaskId>,
     /// Order.
     pub sort: SortKey,
     /// Descending order.
@@ -150,6 +152,7 @@ impl Default for ListQuery {
             text: None,
             parent: None,
             subtree: None,
+            series: None,
             sort: SortKey::CreatedAt,
             descending: true,
             limit: 50,
@@ -256,6 +259,9 @@ pub async fn list_tasks(
             sql.push(" AND parent_id = ").push_bind(parent.0);
         }
         None => {}
+    }
+    if let Some(series) = query.series {
+        sql.push(" AND series_id = ").push_bind(series.0);
     }
     if let Some(root) = query.subtree {
         // The walk is bounded by the depth limit, so even a cycle a race let through (the
@@ -415,6 +421,35 @@ pub async fn subtree_height(
     .fetch_one(pool)
     .await?;
     Ok(height.unwrap_or(1).max(1) as usize)
+}
+
+/// Every task below `id` that is not archived, parents before their subtasks (by depth, then
+/// creation): what a repeating task's next occurrence copies. The walk stops at the depth
+/// limit, so a cycle a race let through cannot loop.
+#[tracing::instrument(skip_all, fields(task_id = %id), err)]
+pub async fn descendants(
+    pool: &PgPool,
+    owner: &UserId,
+    id: TaskId,
+) -> Result<Vec<TaskRecord>, ProjectionError> {
+    let sql = format!(
+        "WITH RECURSIVE subtree(id, depth) AS (
+             SELECT t.id, 1 FROM tasks t WHERE t.parent_id = $1 AND t.owner_id = $2
+             UNION ALL
+             SELECT t.id, s.depth + 1 FROM tasks t JOIN subtree s ON t.parent_id = s.id
+              WHERE t.owner_id = $2 AND s.depth < $3)
+         SELECT {TASK_COLUMNS} FROM tasks JOIN (SELECT id, min(depth) AS depth FROM subtree
+                                                GROUP BY id) d USING (id)
+          WHERE status <> 'archived'
+          ORDER BY d.depth, created_at, id"
+    );
+    let rows: Vec<TaskRow> = sqlx::query_as(&sql)
+        .bind(id.0)
+        .bind(owner.as_str())
+        .bind(domain::MAX_DEPTH as i32)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(TaskRecord::try_from).collect()
 }
 
 /// The tasks of `owner` still to be done (open, in progress or paused), at most `limit`: what

@@ -116,6 +116,11 @@ impl ReadSource {
         &self.primary
     }
 
+    /// Whether the primary's checkpoint could be read last time it was looked at.
+    pub fn primary_reachable(&self) -> bool {
+        self.positions.is_reachable()
+    }
+
     /// Waits until the primary has applied `position`, at most `timeout`.
     pub async fn wait_for_primary(&self, position: u64, timeout: Duration) -> Result<u64, Behind> {
         self.positions.wait_for(position, timeout).await

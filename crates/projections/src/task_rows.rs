@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use domain::{
-    CancelReason, Description, EffortMinutes, FromTrusted, Priority, Tag, Task, TaskId, TaskStatus,
-    TaskTitle, TimeZoneName, UserId,
+    CancelReason, Description, EffortMinutes, FromTrusted, Priority, Recurrence, RecurrenceMode,
+    SeriesLink, Tag, Task, TaskId, TaskStatus, TaskTitle, TimeZoneName, UserId,
 };
 use eventstore::RecordedEvent;
 use sqlx::{PgExecutor, Postgres, Transaction};
@@ -63,6 +63,16 @@ pub struct TaskRow {
     pub cancel_reason: Option<String>,
     /// The parent task.
     pub parent_id: Option<Uuid>,
+    /// The RRULE value of a repeating task.
+    pub recurrence_rule: Option<String>,
+    /// How the next occurrence is placed (`fixed`, `after_completion`).
+    pub recurrence_mode: Option<String>,
+    /// The series of an occurrence: its first occurrence's id.
+    pub series_id: Option<Uuid>,
+    /// The occurrence's number in its series.
+    pub series_occurrence: Option<i32>,
+    /// The due date of the series' first occurrence.
+    pub series_anchor: Option<DateTime<Utc>>,
     /// Number of events.
     pub version: i64,
     /// Stream sequence of the last applied event.
@@ -73,7 +83,7 @@ pub struct TaskRow {
 pub const TASK_COLUMNS: &str = "id, owner_id, title, description, priority, due_at, \
     estimate_minutes, tags, time_zone, status, created_at, updated_at, started_at, tracked_seconds, \
     completed_at, actual_minutes, archived_at, starts_at, cancelled_at, cancel_reason, parent_id, \
-    version, position";
+    recurrence_rule, recurrence_mode, series_id, series_occurrence, series_anchor, version, position";
 
 /// A task as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +124,28 @@ impl TryFrom<TaskRow> for TaskRecord {
             tags: row.tags.iter().cloned().map(Tag::from_trusted).collect(),
             time_zone: TimeZoneName::from_trusted(row.time_zone.clone()),
             parent_id: row.parent_id.map(TaskId),
+            recurrence: match (&row.recurrence_rule, &row.recurrence_mode) {
+                (Some(rule), Some(mode)) => Some(Recurrence {
+                    rule: rule.clone(),
+                    mode: match mode.as_str() {
+                        "fixed" => RecurrenceMode::Fixed,
+                        "after_completion" => RecurrenceMode::AfterCompletion,
+                        _ => return Err(invalid("unknown recurrence mode")),
+                    },
+                }),
+                (None, None) => None,
+                _ => return Err(invalid("half a recurrence")),
+            },
+            series: match (row.series_id, row.series_occurrence, row.series_anchor) {
+                (Some(series_id), Some(occurrence), Some(anchor)) => Some(SeriesLink {
+                    series_id: TaskId(series_id),
+                    occurrence: u32::try_from(occurrence)
+                        .map_err(|_| invalid("negative occurrence"))?,
+                    anchor,
+                }),
+                (None, None, None) => None,
+                _ => return Err(invalid("half a series")),
+            },
             status,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -257,6 +289,11 @@ async fn upsert(
     let mut cancelled_at = Vec::with_capacity(n);
     let mut cancel_reason = Vec::with_capacity(n);
     let mut parent = Vec::with_capacity(n);
+    let mut rule = Vec::with_capacity(n);
+    let mut mode = Vec::with_capacity(n);
+    let mut series_id = Vec::with_capacity(n);
+    let mut occurrence = Vec::with_capacity(n);
+    let mut anchor = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
     let mut position = Vec::with_capacity(n);
     for record in records {
@@ -284,6 +321,11 @@ async fn upsert(
         cancelled_at.push(task.cancelled_at);
         cancel_reason.push(task.cancel_reason.as_ref().map(|r| r.as_str().to_owned()));
         parent.push(task.parent_id.map(|p| p.0));
+        rule.push(task.recurrence.as_ref().map(|r| r.rule.clone()));
+        mode.push(task.recurrence.as_ref().map(|r| r.mode.as_str()));
+        series_id.push(task.series.map(|s| s.series_id.0));
+        occurrence.push(task.series.map(|s| s.occurrence as i32));
+        anchor.push(task.series.map(|s| s.anchor));
         version.push(task.version as i64);
         position.push(record.position as i64);
     }
@@ -291,21 +333,26 @@ async fn upsert(
         "INSERT INTO tasks (id, owner_id, title, description, priority, due_at, estimate_minutes,
                             tags, status, created_at, updated_at, started_at, tracked_seconds,
                             completed_at, actual_minutes, archived_at, version, position,
-                            time_zone, starts_at, cancelled_at, cancel_reason, parent_id)
+                            time_zone, starts_at, cancelled_at, cancel_reason, parent_id,
+                            recurrence_rule, recurrence_mode, series_id, series_occurrence,
+                            series_anchor)
          SELECT u.id, u.owner_id, u.title, u.description, u.priority, u.due_at, u.estimate_minutes,
                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.status, u.created_at,
                 u.updated_at, u.started_at, u.tracked_seconds, u.completed_at, u.actual_minutes,
                 u.archived_at, u.version, u.position, u.time_zone, u.starts_at, u.cancelled_at,
-                u.cancel_reason, u.parent_id
+                u.cancel_reason, u.parent_id, u.recurrence_rule, u.recurrence_mode, u.series_id,
+                u.series_occurrence, u.series_anchor
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::timestamptz[], $7::int4[], $8::jsonb[], $9::text[], $10::timestamptz[],
                        $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::timestamptz[],
                        $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[],
-                       $20::timestamptz[], $21::timestamptz[], $22::text[], $23::uuid[])
+                       $20::timestamptz[], $21::timestamptz[], $22::text[], $23::uuid[],
+                       $24::text[], $25::text[], $26::uuid[], $27::int4[], $28::timestamptz[])
              AS u(id, owner_id, title, description, priority, due_at, estimate_minutes, tags,
                   status, created_at, updated_at, started_at, tracked_seconds, completed_at,
                   actual_minutes, archived_at, version, position, time_zone, starts_at,
-                  cancelled_at, cancel_reason, parent_id)
+                  cancelled_at, cancel_reason, parent_id, recurrence_rule, recurrence_mode,
+                  series_id, series_occurrence, series_anchor)
          ON CONFLICT (id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, title = EXCLUDED.title,
              description = EXCLUDED.description, priority = EXCLUDED.priority,
@@ -317,7 +364,10 @@ async fn upsert(
              version = EXCLUDED.version, position = EXCLUDED.position,
              time_zone = EXCLUDED.time_zone, starts_at = EXCLUDED.starts_at,
              cancelled_at = EXCLUDED.cancelled_at, cancel_reason = EXCLUDED.cancel_reason,
-             parent_id = EXCLUDED.parent_id",
+             parent_id = EXCLUDED.parent_id, recurrence_rule = EXCLUDED.recurrence_rule,
+             recurrence_mode = EXCLUDED.recurrence_mode, series_id = EXCLUDED.series_id,
+             series_occurrence = EXCLUDED.series_occurrence,
+             series_anchor = EXCLUDED.series_anchor",
     )
     .bind(id)
     .bind(owner)
@@ -342,6 +392,11 @@ async fn upsert(
     .bind(cancelled_at)
     .bind(cancel_reason)
     .bind(parent)
+    .bind(rule)
+    .bind(mode)
+    .bind(series_id)
+    .bind(occurrence)
+    .bind(anchor)
     .execute(&mut **tx)
     .await?;
     Ok(())

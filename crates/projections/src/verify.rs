@@ -157,6 +157,16 @@ pub fn compare(expected: &TaskRecord, actual: &TaskRecord) -> Vec<FieldDifferenc
         format!("{:?}", e.parent_id),
         format!("{:?}", a.parent_id),
     );
+    field(
+        "recurrence",
+        format!("{:?}", e.recurrence),
+        format!("{:?}", a.recurrence),
+    );
+    field(
+        "series",
+        format!("{:?}", e.series),
+        format!("{:?}", a.series),
+    );
     field("version", e.version.to_string(), a.version.to_string());
     field(
         "position",

@@ -39,6 +39,8 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
         time_zone: TimeZoneName::utc(),
         at: Utc::now(),
         placement: None,
+        recurrence: None,
+        series: None,
     });
     store
         .execute(owner, id, &command, None, &meta())

@@ -41,6 +41,8 @@ fn history(n: usize) -> Vec<(UserId, TaskEvent)> {
             time_zone: TimeZoneName::utc(),
             occurred_at: at(i as i64),
             parent_id: None,
+            recurrence: None,
+            series: None,
         }));
         events.push(TaskEvent::Started(TaskStarted {
             task_id,

@@ -58,8 +58,24 @@ pub struct PartitionLabels {
 /// Labels of a durable consumer of the task stream.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
-    /// `insights` or `ml`.
+    /// `insights`, `ml` or `automation`.
     pub consumer: &'static str,
+}
+
+/// Labels of an automation's latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AutomationLabels {
+    /// The automation (`recurrence`, `cascade`).
+    pub automation: &'static str,
+}
+
+/// Labels of an automation's reactions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AutomationOutcomeLabels {
+    /// The automation (`recurrence`, `cascade`).
+    pub automation: &'static str,
+    /// `done`, `retried` or `dead_lettered`.
+    pub outcome: &'static str,
 }
 
 /// Labels of an insights counter.
@@ -137,6 +153,10 @@ pub struct Metrics {
     /// (Redis could not answer and the request was served unlimited); a rising `unavailable`
     /// means the limits are not being enforced.
     pub rate_limit_decisions: Family<OutcomeLabels, Counter>,
+    /// Reactions of the automation runtime by automation and outcome.
+    pub automation_reactions: Family<AutomationOutcomeLabels, Counter>,
+    /// Time from an event's append to the end of an automation's reaction to it.
+    pub automation_lag: Family<AutomationLabels, Histogram>,
 }
 
 /// Labels of a model holdout metric.
@@ -279,8 +299,24 @@ impl Metrics {
             "Rate-limit decisions by outcome: allowed, limited or unavailable (Redis down: served unlimited)",
             rate_limit_decisions.clone(),
         );
+        let automation_reactions = Family::<AutomationOutcomeLabels, Counter>::default();
+        let automation_lag = Family::<AutomationLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        registry.register(
+            "automation_reactions",
+            "Reactions of the automation runtime by automation and outcome: done, retried or dead_lettered",
+            automation_reactions.clone(),
+        );
+        registry.register(
+            "automation_lag_seconds",
+            "Time from an event's append to the end of an automation's reaction to it",
+            automation_lag.clone(),
+        );
         Self {
             registry,
+            automation_reactions,
+            automation_lag,
             rate_limit_decisions,
             model_version,
             model_holdout,

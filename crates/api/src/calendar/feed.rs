@@ -68,13 +68,31 @@ pub fn todo_of(task: &Task, subtasks: Option<&ChildCounts>) -> Option<Todo> {
         description: task.description.as_ref().map(|d| d.as_str().to_owned()),
         start,
         due: task.due_at,
-        rrule: None,
+        rrule: task
+            .recurrence
+            .as_ref()
+            .filter(|_| task.due_at.is_some())
+            .map(|r| remaining_rule(&r.rule, task.series.as_ref())),
         parent_uid: task.parent_id.map(|parent| parent.to_string()),
         status,
         priority: ics_priority(task.priority),
         percent_complete: percent_complete(subtasks),
         categories: task.tags.iter().map(|t| t.as_str().to_owned()).collect(),
     })
+}
+
+/// The `RRULE` of a repeating task's VTODO. The VTODO is the occurrence still to be done and
+/// the rule expands from its due date, so a `COUNT`, which counts the series from its first
+/// occurrence, becomes what is left of it from this one.
+pub fn remaining_rule(rule: &str, series: Option<&domain::SeriesLink>) -> String {
+    let done_before = series.map_or(0, |s| s.occurrence.saturating_sub(1));
+    rule.split(';')
+        .map(|part| match part.strip_prefix("COUNT=").map(str::parse::<u32>) {
+            Some(Ok(count)) => format!("COUNT={}", count.saturating_sub(done_before).max(1)),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// The feed token of the query string: given once, else the request is refused like a bad
@@ -97,7 +115,7 @@ fn feed_token(raw: Option<&str>) -> Result<String, ApiError> {
 /// Subscribe a calendar client to this URL with a feed token from `POST /v1/calendar/tokens`
 /// (no bearer token: calendar clients cannot send one). Each open, in-progress or paused task
 /// is a VTODO with UID, DTSTAMP, CREATED, LAST-MODIFIED, SUMMARY, DESCRIPTION, DTSTART (its
-/// start date), DUE, RELATED-TO;RELTYPE=PARENT (subtasks), STATUS (NEEDS-ACTION, or
+/// start date), DUE, RRULE (a repeating task), RELATED-TO;RELTYPE=PARENT (subtasks), STATUS (NEEDS-ACTION, or
 /// IN-PROCESS once started), PRIORITY (urgent 1, high 3, medium 5, low 7, none 0),
 /// PERCENT-COMPLETE (from its subtasks) and CATEGORIES (tags); instants in UTC. At most
 /// 10,000 tasks, those due or starting soonest first.
@@ -176,6 +194,8 @@ mod tests {
             tags: Vec::new(),
             time_zone: TimeZoneName::from_trusted("UTC".into()),
             parent_id: None,
+            recurrence: None,
+            series: None,
             status,
             created_at: at,
             updated_at: at + chrono::Duration::hours(1),
@@ -272,6 +292,32 @@ mod tests {
         // Without a due date the start stands alone.
         late.due_at = None;
         assert_eq!(todo_of(&late, None).unwrap().start, late.starts_at);
+    }
+
+    #[test]
+    fn given_a_repeating_task_then_its_rule_is_written_with_what_is_left_of_a_count() {
+        let mut weekly = task(TaskStatus::Open);
+        weekly.recurrence = Some(
+            domain::Recurrence::parse("FREQ=WEEKLY;BYDAY=MO;COUNT=5", domain::RecurrenceMode::Fixed)
+                .unwrap(),
+        );
+        // Without a due date there is nothing to expand from.
+        assert_eq!(todo_of(&weekly, None).unwrap().rrule, None);
+        weekly.due_at = Some(Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).unwrap());
+        assert_eq!(
+            todo_of(&weekly, None).unwrap().rrule.as_deref(),
+            Some("FREQ=WEEKLY;BYDAY=MO;COUNT=5")
+        );
+        weekly.series = Some(domain::SeriesLink {
+            series_id: TaskId(uuid::Uuid::from_u128(9)),
+            occurrence: 3,
+            anchor: Utc.with_ymd_and_hms(2029, 12, 24, 9, 0, 0).unwrap(),
+        });
+        assert_eq!(
+            todo_of(&weekly, None).unwrap().rrule.as_deref(),
+            Some("FREQ=WEEKLY;BYDAY=MO;COUNT=3")
+        );
+        assert_eq!(remaining_rule("FREQ=DAILY;INTERVAL=2", None), "FREQ=DAILY;INTERVAL=2");
     }
 
     #[test]

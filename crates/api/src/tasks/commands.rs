@@ -132,19 +132,30 @@ pub async fn create_task(
         Some(parent) => Some(state.commands.placement(&owner, parent, None).await?),
         None => None,
     };
+    let at = now();
+    // A repeating task needs a due date to anchor its series; without one it is the end of
+    // the first day from today that the rule allows.
+    let due_at = match (&new.recurrence, new.due_at) {
+        (Some(recurrence), None) => Some(recurrence.first_due(at, new.time_zone.tz()).ok_or_else(
+            || ApiError::field("recurrence.rule", "has no occurrence from today on"),
+        )?),
+        (_, due_at) => due_at,
+    };
     let command = TaskCommand::Create(CreateTask {
         task_id,
         owner: owner.clone(),
         title: new.title,
         description: new.description,
         priority: new.priority,
-        due_at: new.due_at,
+        due_at,
         estimate_minutes: new.estimate_minutes,
         tags: new.tags,
         starts_at: new.starts_at,
         time_zone: new.time_zone,
         placement,
-        at: now(),
+        recurrence: new.recurrence,
+        series: None,
+        at,
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;
     Ok(answer(StatusCode::CREATED, outcome))
@@ -301,7 +312,7 @@ pub async fn cancel_task(
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Version or state conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version or state conflict, or open subtasks without `cascade` (named in `open_subtasks`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -329,9 +340,7 @@ pub async fn complete_task(
             &owner,
             task_id,
             actual_minutes,
-            // Cascades wait for the automation runtime that carries them out; until then the
-            // request cannot ask for one (an unknown field is refused).
-            false,
+            body.cascade,
             headers.if_match,
             &meta,
         )

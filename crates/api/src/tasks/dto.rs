@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Description, DueAt, EffortMinutes, Priority, StartsAt, Tag, TaskChanges, TaskTitle,
-    TimeZoneName,
+    Description, DueAt, EffortMinutes, Priority, Recurrence, RecurrenceMode, StartsAt, Tag,
+    TaskChanges, TaskTitle, TimeZoneName,
 };
 use eventstore::RecordedEvent;
 use projections::task_rows::TaskRecord;
@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::limits::{
-    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, TagText, TaskIdText,
-    TimeZoneText, TitleText,
+    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, RecurrenceRuleText, TagText,
+    TaskIdText, TimeZoneText, TitleText,
 };
 use crate::problem::{ApiError, InvalidField};
 
@@ -83,6 +83,52 @@ pub struct CreateTaskRequest {
     /// Make it a subtask of this task of yours (at most 4 levels deep).
     #[schema(value_type = Option<TaskIdText>)]
     pub parent_id: Option<String>,
+    /// Make it repeat: when it is completed or cancelled, the next occurrence is created
+    /// (with its subtasks). Without `due_at`, the first occurrence is due at the end of the
+    /// first day from today that the rule allows.
+    pub recurrence: Option<RecurrenceRequest>,
+}
+
+/// How a task repeats. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrenceRequest {
+    /// An RFC 5545 RRULE value such as `FREQ=WEEKLY;BYDAY=MO,WE` (an `RRULE:` prefix is
+    /// accepted): daily or less often, at most 1,000 occurrences a year, no DTSTART (the due
+    /// date is the first occurrence), an UNTIL in UTC.
+    #[schema(value_type = RecurrenceRuleText)]
+    pub rule: String,
+    /// `fixed` (default): on the rule's calendar; `after_completion`: one interval after the
+    /// previous occurrence was finished (FREQ, INTERVAL, COUNT and UNTIL only).
+    #[schema(value_type = Option<RecurrenceModeName>)]
+    pub mode: Option<String>,
+}
+
+/// The recurrence modes.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RecurrenceModeName {
+    /// On the calendar the rule describes.
+    Fixed,
+    /// One interval after the previous occurrence was finished.
+    AfterCompletion,
+}
+
+impl RecurrenceRequest {
+    fn validate(&self) -> Result<Recurrence, domain::FieldError> {
+        let mode = match self.mode.as_deref() {
+            None | Some("fixed") => RecurrenceMode::Fixed,
+            Some("after_completion") => RecurrenceMode::AfterCompletion,
+            Some(_) => {
+                return Err(domain::FieldError::new(
+                    "recurrence.mode",
+                    "must be fixed or after_completion",
+                ))
+            }
+        };
+        Recurrence::parse(&self.rule, mode)
+    }
 }
 
 /// Where to move a task. Unknown fields are refused.
@@ -190,6 +236,10 @@ pub struct CompleteTaskRequest {
     /// The effort it took, 1 to 100,000 minutes; derived from tracked time when absent.
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 100000)]
     pub actual_minutes: Option<WholeNumber>,
+    /// Complete the open subtasks too (each exactly once, by the automation runtime, right
+    /// after); without it, open subtasks refuse the completion with a 409 naming them.
+    #[serde(default)]
+    pub cascade: bool,
 }
 
 /// Cancellation details; the body may be omitted (or be `null`). Unknown fields are refused.
@@ -236,6 +286,7 @@ pub(crate) struct NewTask {
     pub tags: Vec<Tag>,
     pub time_zone: TimeZoneName,
     pub parent_id: Option<domain::TaskId>,
+    pub recurrence: Option<Recurrence>,
 }
 
 /// A due date as sent: an RFC 3339 instant in the range [`DueAt::parse`] accepts.
@@ -277,6 +328,10 @@ impl CreateTaskRequest {
             .parent_id
             .as_deref()
             .and_then(|p| checks.take(parent_id(p)));
+        let recurrence = self
+            .recurrence
+            .as_ref()
+            .and_then(|r| checks.take(r.validate()));
         checks.finish()?;
         match (title, tags, time_zone) {
             (Some(title), Some(tags), Some(time_zone)) => Ok(NewTask {
@@ -289,6 +344,7 @@ impl CreateTaskRequest {
                 tags,
                 time_zone,
                 parent_id,
+                recurrence,
             }),
             _ => Err(ApiError::field("title", "invalid")),
         }
@@ -397,6 +453,10 @@ pub struct TaskResponse {
     pub cancel_reason: Option<String>,
     /// The task it is a subtask of; `null` at the top level.
     pub parent_id: Option<Uuid>,
+    /// How it repeats; `null` when it does not.
+    pub recurrence: Option<RecurrenceResponse>,
+    /// Its series and place in it, for an occurrence of a repeating task.
+    pub series: Option<SeriesResponse>,
     /// How its direct subtasks stand; `null` when it has none.
     pub subtasks: Option<SubtaskSummary>,
     /// Number of events so far; the `If-Match` value.
@@ -432,12 +492,39 @@ impl From<TaskRecord> for TaskResponse {
             cancelled_at: task.cancelled_at,
             cancel_reason: task.cancel_reason.map(|r| r.as_str().to_owned()),
             parent_id: task.parent_id.map(|p| p.0),
+            recurrence: task.recurrence.map(|r| RecurrenceResponse {
+                rule: r.rule,
+                mode: r.mode.as_str(),
+            }),
+            series: task.series.map(|s| SeriesResponse {
+                id: s.series_id.0,
+                occurrence: s.occurrence,
+            }),
             subtasks: None,
             version: task.version,
             position: record.position,
             prediction: None,
         }
     }
+}
+
+/// How a task repeats.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecurrenceResponse {
+    /// The RRULE value.
+    pub rule: String,
+    /// `fixed` or `after_completion`.
+    #[schema(value_type = RecurrenceModeName)]
+    pub mode: &'static str,
+}
+
+/// Where an occurrence stands in its series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesResponse {
+    /// The series: the id of its first occurrence (list them with `?series=`).
+    pub id: Uuid,
+    /// This occurrence's number, from 1.
+    pub occurrence: u32,
 }
 
 /// How a task's direct subtasks stand (archived ones left out).

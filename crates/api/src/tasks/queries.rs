@@ -278,6 +278,12 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                     })?),
                 })
             }
+            "series" => {
+                query.series = Some(
+                    domain::TaskId::parse(&value)
+                        .map_err(|_| ApiError::field("series", "must be a series id"))?,
+                )
+            }
             "subtree" => {
                 query.subtree = Some(
                     domain::TaskId::parse(&value)

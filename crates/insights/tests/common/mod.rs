@@ -144,6 +144,8 @@ impl World {
                     time_zone: TimeZoneName::utc(),
                     at: now(),
                     placement: None,
+                    recurrence: None,
+                    series: None,
                 }),
             )
             .await;

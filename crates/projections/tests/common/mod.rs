@@ -121,6 +121,8 @@ pub async fn write_history(
             time_zone: TimeZoneName::utc(),
             at: at(0),
             placement: None,
+            recurrence: None,
+            series: None,
         });
         store
             .execute(&owner, *id, &create, None, &meta())
