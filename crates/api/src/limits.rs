@@ -188,6 +188,21 @@ text_schema!(
     ))
 );
 text_schema!(
+    /// Quick-add text as the document states it ([`crate::tasks::dto::quick_add_text`]): no
+    /// longer than a title, since the title is read from it, so that any text the document
+    /// accepts makes a valid task.
+    QuickAddText,
+    "QuickAddText",
+    string(TaskTitle::MAX_CHARS, Some(LINE_PATTERN))
+        .min_length(Some(1))
+        .description(Some(
+            "One line such as `Pay rent every month on the 1st at 9am #home !high ~30m`: at \
+             most 200 characters as sent (a title's limit, since the title is read from it), \
+             not blank, no control characters."
+        ))
+        .examples([serde_json::json!("Pay rent every month on the 1st at 9am #home !high ~30m")])
+);
+text_schema!(
     /// A tag as the document states it ([`Tag::parse`]).
     TagText,
     "Tag",
