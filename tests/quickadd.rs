@@ -297,6 +297,11 @@ async fn title_and_text_exclude_each_other_and_what_the_text_carries_cannot_be_s
             json!({"text": RENT, "recurrence": {"rule": "FREQ=DAILY"}}),
             "recurrence",
         ),
+        // Present is present, even as null: each shape refuses the other's fields.
+        (json!({"text": RENT, "priority": null}), "priority"),
+        (json!({"title": "Pay rent", "text": null}), "text"),
+        (json!({"title": null}), "title"),
+        (json!({"title": "Pay rent", "tags": null}), "tags"),
         (json!({"text": "   "}), "text"),
         (json!({"text": "x".repeat(201)}), "text"),
         (json!({"text": "ok", "texts": "typo"}), "texts"),

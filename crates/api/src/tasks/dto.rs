@@ -174,17 +174,35 @@ pub enum CreateTaskBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskInput {
-    title: Option<String>,
-    text: Option<String>,
+    // The fields only one shape has are read as present (even as `null`) or absent, since the
+    // other shape refuses them whatever their value.
+    #[serde(default, deserialize_with = "present")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    text: Option<Option<String>>,
     description: Option<String>,
-    priority: Option<String>,
-    due_at: Option<String>,
-    starts_at: Option<String>,
-    estimate_minutes: Option<WholeNumber>,
+    #[serde(default, deserialize_with = "present")]
+    priority: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    due_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    starts_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    estimate_minutes: Option<Option<WholeNumber>>,
+    /// A list, never `null` (as the document has it).
+    #[serde(default, deserialize_with = "present_list")]
     tags: Option<Vec<String>>,
     time_zone: Option<String>,
     parent_id: Option<String>,
-    recurrence: Option<RecurrenceRequest>,
+    #[serde(default, deserialize_with = "present")]
+    recurrence: Option<Option<RecurrenceRequest>>,
+}
+
+fn present_list<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Vec::<String>::deserialize(deserializer).map(Some)
 }
 
 /// A line to read without creating anything. Unknown fields are refused.
@@ -441,17 +459,17 @@ impl CreateTaskRequest {
     /// The task these fields describe (a draft to predict, say); every invalid field is named.
     pub(crate) fn validate(self) -> Result<NewTask, ApiError> {
         CreateTaskInput {
-            title: Some(self.title),
+            title: Some(Some(self.title)),
             text: None,
             description: self.description,
-            priority: self.priority,
-            due_at: self.due_at,
-            starts_at: self.starts_at,
-            estimate_minutes: self.estimate_minutes,
+            priority: Some(self.priority),
+            due_at: Some(self.due_at),
+            starts_at: Some(self.starts_at),
+            estimate_minutes: Some(self.estimate_minutes),
             tags: Some(self.tags),
             time_zone: self.time_zone,
             parent_id: self.parent_id,
-            recurrence: self.recurrence,
+            recurrence: Some(self.recurrence),
         }
         .fields()
     }
@@ -470,29 +488,34 @@ impl CreateTaskInput {
                 "title",
                 "is required, unless the task is read from one line of text (text)",
             )),
-            (Some(_), None) => self.fields(),
-            (None, Some(_)) => self.quick_add(now),
+            (Some(None), None) => Err(ApiError::field("title", "must be a string")),
+            (None, Some(None)) => Err(ApiError::field("text", "must be a string")),
+            (Some(Some(_)), None) => self.fields(),
+            (None, Some(Some(_))) => self.quick_add(now),
         }
     }
 
     fn fields(self) -> Result<NewTask, ApiError> {
         let mut checks = Checks::default();
-        let title = checks.take(TaskTitle::parse(self.title.as_deref().unwrap_or_default()));
+        let title = checks.take(TaskTitle::parse(
+            self.title.as_ref().and_then(Option::as_deref).unwrap_or_default(),
+        ));
         let description = match &self.description {
             Some(d) => checks.take(Description::parse(d)).flatten(),
             None => None,
         };
         let priority = self
             .priority
-            .as_deref()
-            .and_then(|p| checks.take(Priority::parse(p)));
-        let due_at = self.due_at.as_deref().and_then(|d| checks.take(due_at(d)));
+            .flatten()
+            .and_then(|p| checks.take(Priority::parse(&p)));
+        let due_at = self.due_at.flatten().and_then(|d| checks.take(due_at(&d)));
         let starts_at = self
             .starts_at
-            .as_deref()
-            .and_then(|d| checks.take(starts_at(d)));
+            .flatten()
+            .and_then(|d| checks.take(starts_at(&d)));
         let estimate_minutes = self
             .estimate_minutes
+            .flatten()
             .and_then(|m| checks.take(EffortMinutes::parse(m.0, "estimate_minutes")));
         let tags = checks.take(Tag::parse_list(self.tags.as_deref().unwrap_or_default()));
         let time_zone = checks.take(time_zone(self.time_zone.as_deref()));
@@ -502,7 +525,7 @@ impl CreateTaskInput {
             .and_then(|p| checks.take(parent_id(p)));
         let recurrence = self
             .recurrence
-            .as_ref()
+            .flatten()
             .and_then(|r| checks.take(r.validate()));
         checks.finish()?;
         match (title, tags, time_zone) {
@@ -542,7 +565,9 @@ impl CreateTaskInput {
                 });
             }
         }
-        let text = checks.take(quick_add_text(self.text.as_deref().unwrap_or_default()));
+        let text = checks.take(quick_add_text(
+            self.text.as_ref().and_then(Option::as_deref).unwrap_or_default(),
+        ));
         let description = match &self.description {
             Some(d) => checks.take(Description::parse(d)).flatten(),
             None => None,
