@@ -254,8 +254,8 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 eprintln!("note: could not drop the user's cached insights ({error}); they expire within TASKMASTER_INSIGHTS_TTL_SECS");
             }
             println!(
-                "erased user {user}: {} event(s) purged from the log, {} task row(s) and {} dead letter(s) deleted",
-                report.events, report.task_rows, report.dead_letters
+                "erased user {user}: {} event(s) purged from the log, {} task row(s), {} dead letter(s) and {} calendar feed token(s) deleted",
+                report.events, report.task_rows, report.dead_letters, report.feed_tokens
             );
             if !report.projector_caught_up {
                 eprintln!("note: no projector caught up within 10 s; none was running, or it is far behind (run erase-user again once it has caught up)");

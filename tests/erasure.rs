@@ -21,6 +21,25 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
         .await
         .unwrap();
     let bob_history_before = app.history(&bob, &bob_task).await;
+    // A calendar feed token each: Alice's goes with her, Bob's stays.
+    let mint = |token: String| {
+        app.http
+            .post(app.url("/v1/calendar/tokens"))
+            .bearer_auth(token)
+            .send()
+    };
+    let alice_feed: Value = mint(alice.clone()).await.unwrap().json().await.unwrap();
+    let bob_feed: Value = mint(bob.clone()).await.unwrap().json().await.unwrap();
+    let feed = |minted: &Value| app.url(minted["feed_path"].as_str().unwrap());
+    assert_eq!(
+        app.http
+            .get(feed(&alice_feed))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let output = app.cli().args(["erase-user", "alice_1"]).output().unwrap();
     assert!(
@@ -30,10 +49,15 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
     );
     assert_eq!(
         String::from_utf8(output.stdout).unwrap().trim(),
-        "erased user alice_1: 2 event(s) purged from the log, 2 task row(s) and 0 dead letter(s) deleted"
+        "erased user alice_1: 2 event(s) purged from the log, 2 task row(s), 0 dead letter(s) and 1 calendar feed token(s) deleted"
     );
 
     problem(app.get_task(&alice, &alice_task, 0).await, 404).await;
+    problem(app.http.get(feed(&alice_feed)).send().await.unwrap(), 401).await;
+    assert_eq!(
+        app.http.get(feed(&bob_feed)).send().await.unwrap().status(),
+        200
+    );
     let history = app
         .http
         .get(app.url(&format!("/v1/tasks/{alice_task}/history")))

@@ -94,6 +94,30 @@ async fn train_a_first_model(app: &TestApp, token: &str) {
     }
 }
 
+/// A live calendar feed token of a user with a few tasks, for the hooks to read the feed with
+/// (a generated token is always refused). Another user than schemathesis's own, so that no
+/// generated request can revoke it.
+async fn a_calendar_feed_token(app: &TestApp) -> String {
+    let owner = app.token("schemathesis_feed");
+    app.create(
+        &owner,
+        json!({"title": "Feed, with; escapes", "priority": "high",
+               "due_at": "2030-01-31T17:00:00Z", "tags": ["feed"]}),
+    )
+    .await;
+    app.create_ok(&owner, "Another task").await;
+    let minted = app
+        .http
+        .post(app.url("/v1/calendar/tokens"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 201);
+    let minted: serde_json::Value = minted.json().await.unwrap();
+    minted["token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_with_every_check_finds_nothing_wrong_with_the_documented_api() {
     require_pinned_schemathesis().await;
@@ -108,6 +132,7 @@ async fn schemathesis_with_every_check_finds_nothing_wrong_with_the_documented_a
     .await;
     let token = app.token("schemathesis");
     train_a_first_model(&app, &token).await;
+    let feed_token = a_calendar_feed_token(&app).await;
 
     let examples = std::env::var("TASKMASTER_SCHEMATHESIS_EXAMPLES")
         .unwrap_or_else(|_| DEFAULT_EXAMPLES.into());
@@ -129,6 +154,7 @@ async fn schemathesis_with_every_check_finds_nothing_wrong_with_the_documented_a
         .args(["--exclude-path", "/v1/events"])
         .args(["--request-timeout", "10", "--generation-database", "none"])
         .arg("--no-color")
+        .env("TASKMASTER_SCHEMATHESIS_FEED_TOKEN", feed_token)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(900), run)
         .await

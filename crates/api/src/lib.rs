@@ -5,6 +5,7 @@
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
 //! - [`insights`]: the caller's productivity insights, cached in Redis, never failing on it.
 //! - [`live`]: the user's events as server-sent events.
+//! - [`calendar`]: the iCalendar feed of the user's tasks and its revocable feed tokens.
 //! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
 //! - [`rate_limit`]: limits per user and per client address, kept in Redis (GCRA), failing open.
@@ -22,6 +23,7 @@
 //! document cannot list a route that is not served, or miss one that is.
 
 pub mod auth;
+pub mod calendar;
 pub mod extract;
 pub mod health;
 pub mod insights;
@@ -72,6 +74,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     tags(
         (name = "commands", description = "Changes to tasks; each appends at most one event"),
         (name = "queries", description = "Reads from the read model and the event log"),
+        (name = "calendar", description = "The iCalendar feed of your tasks, and its feed tokens"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -100,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(insights::router())
         .merge(live::router())
         .merge(predictions::router())
+        .merge(calendar::router())
 }
 
 async fn not_found() -> ApiError {

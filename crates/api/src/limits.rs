@@ -188,6 +188,21 @@ text_schema!(
     ))
 );
 text_schema!(
+    /// Quick-add text as the document states it ([`crate::tasks::dto::quick_add_text`]): no
+    /// longer than a title, since the title is read from it, so that any text the document
+    /// accepts makes a valid task.
+    QuickAddText,
+    "QuickAddText",
+    string(TaskTitle::MAX_CHARS, Some(LINE_PATTERN))
+        .min_length(Some(1))
+        .description(Some(
+            "One line such as `Pay rent every month on the 1st at 9am #home !high ~30m`: at \
+             most 200 characters as sent (a title's limit, since the title is read from it), \
+             not blank, no control characters."
+        ))
+        .examples([serde_json::json!("Pay rent every month on the 1st at 9am #home !high ~30m")])
+);
+text_schema!(
     /// A tag as the document states it ([`Tag::parse`]).
     TagText,
     "Tag",
@@ -238,6 +253,16 @@ text_schema!(
     date_time(Some(DUE_AT_PATTERN)).description(Some(
         "An RFC 3339 instant between 1970-01-01T00:00:00Z and the end of 9999, kept to the \
          microsecond."
+    ))
+);
+text_schema!(
+    /// A feed token's label as the document states it
+    /// ([`crate::calendar::tokens::MintFeedTokenRequest`]).
+    FeedTokenLabelText,
+    "FeedTokenLabel",
+    string(crate::calendar::tokens::MAX_LABEL_CHARS, Some(NO_CONTROL_PATTERN)).description(Some(
+        "At most 100 characters as sent, no control characters; stored trimmed, a blank \
+         label means none."
     ))
 );
 
@@ -493,5 +518,28 @@ impl IntoParams for ListParams {
             ),
             min_position(MIN_POSITION_WAIT),
         ]
+    }
+}
+
+/// A feed token as the query string carries it: 43 base64url characters.
+pub const FEED_TOKEN_PATTERN: &str = r"^[A-Za-z0-9_-]{43}$";
+
+/// The parameter of `GET /v1/calendar.ics`.
+#[derive(Debug)]
+pub struct FeedParams;
+
+impl IntoParams for FeedParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let chars = crate::calendar::FEED_TOKEN_CHARS;
+        vec![parameter(
+            "token",
+            ParameterIn::Query,
+            "A feed token from `POST /v1/calendar/tokens` (43 base64url characters). A missing, \
+             malformed, unknown or revoked token is answered 401, never 422: it is a \
+             credential, and its shape tells nothing about whether it is one",
+            string(chars, Some(FEED_TOKEN_PATTERN)).min_length(Some(chars)),
+        )
+        .required(Required::True)
+        .build()]
     }
 }

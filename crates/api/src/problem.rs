@@ -84,6 +84,15 @@ pub enum ApiError {
     /// 409: the task's state refuses the command.
     #[error("state conflict: {0}")]
     StateConflict(TaskError),
+    /// 404: no live calendar feed token of the caller's has this id.
+    #[error("no such feed token")]
+    FeedTokenNotFound,
+    /// 409: the caller holds the most live feed tokens allowed; revoking one makes room.
+    #[error("too many feed tokens")]
+    TooManyFeedTokens {
+        /// The cap.
+        max: u32,
+    },
     /// 409: completing a task whose subtasks are still open.
     #[error("open subtasks")]
     OpenSubtasks(Vec<domain::TaskId>),
@@ -164,9 +173,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::FeedTokenNotFound => StatusCode::NOT_FOUND,
             ApiError::StateConflict(_)
             | ApiError::OpenSubtasks(_)
+            | ApiError::TooManyFeedTokens { .. }
             | ApiError::VersionConflict { .. }
             | ApiError::PositionPastEnd { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -199,6 +209,14 @@ impl ApiError {
             ApiError::BadRequest(detail) => problem("malformed-request", "Malformed request", detail.clone()),
             ApiError::Unauthorized(detail) => problem("unauthorized", "Unauthorized", detail.clone()),
             ApiError::NotFound => problem("not-found", "Not found", "no such task".into()),
+            ApiError::FeedTokenNotFound => {
+                problem("not-found", "Not found", "no such live feed token".into())
+            }
+            ApiError::TooManyFeedTokens { max } => problem(
+                "too-many-feed-tokens",
+                "Too many feed tokens",
+                format!("you hold {max} live calendar feed tokens, the most allowed; revoke one first"),
+            ),
             ApiError::StateConflict(error) => {
                 problem("state-conflict", "The task's state refuses this command", format!("{error}"))
             }

@@ -194,10 +194,23 @@ impl<'a> Reader<'a> {
                     self.used[i] = true;
                 }
             } else if let Some(amount) = word.strip_prefix('~') {
-                match duration_minutes(amount) {
-                    Some(m) if self.estimate.is_none() => {
+                // "~10 min", "~2 hours": a bare amount takes the unit word after it.
+                let unit = self
+                    .words
+                    .get(i + 1)
+                    .filter(|_| !amount.is_empty() && number(amount).is_some())
+                    .and_then(|next| unit_minutes(&next.folded));
+                let minutes = match unit {
+                    Some(per) => number(amount).map(|n| (n * f64::from(per)) as u32),
+                    None => duration_minutes(amount),
+                };
+                match minutes {
+                    Some(m) if self.estimate.is_none() && m >= 1 => {
                         self.estimate = Some(m);
                         self.used[i] = true;
+                        if unit.is_some() {
+                            self.used[i + 1] = true;
+                        }
                     }
                     _ => self.unparsed.push((i, raw.to_owned())),
                 }
@@ -284,7 +297,21 @@ impl<'a> Reader<'a> {
             } else {
                 RecurrenceMode::Fixed
             };
-            match Recurrence::parse(&rep.rule(), mode) {
+            // "every! monday": a weekday means nothing relative to a completion, so the rule
+            // is weekly and the day is when the series starts.
+            let rule = if mode == RecurrenceMode::AfterCompletion
+                && rep.by_day.len() == 1
+                && rep.by_month_day.is_none()
+            {
+                Repeat {
+                    by_day: Vec::new(),
+                    ..repeat(rep.freq, rep.interval)
+                }
+                .rule()
+            } else {
+                rep.rule()
+            };
+            match Recurrence::parse(&rule, mode) {
                 Ok(recurrence) => {
                     self.take(i, len);
                     self.repeat = Some((rep, recurrence));
@@ -460,9 +487,15 @@ impl<'a> Reader<'a> {
             ) {
                 continue;
             }
-            if let Some((when, len)) = self.date_at(i + 1) {
-                self.take(i, len + 1);
-                let when = self.with_time_after(when, i + 1 + len);
+            // "starting on monday", "begins on march 16"
+            let at = if self.w(i + 1) == Some("on") {
+                i + 2
+            } else {
+                i + 1
+            };
+            if let Some((when, len)) = self.date_at(at) {
+                self.take(i, at - i + len);
+                let when = self.with_time_after(when, at + len);
                 self.start = Some(when);
                 return;
             }
@@ -493,7 +526,16 @@ impl<'a> Reader<'a> {
                 continue;
             }
             if date.is_none() {
-                if let Some((when, len)) = self.date_at(i) {
+                if let Some((mut when, len)) = self.date_at(i) {
+                    // "starting monday due friday": a bare weekday cannot fall before the start,
+                    // so it is the first such day from the start on.
+                    if let (When::Day(d, t), Some(When::Day(start, _))) = (when, self.start) {
+                        if d < start && self.w(i).and_then(weekday).is_some() {
+                            let weeks = (start - d).num_days().div_euclid(7)
+                                + i64::from((start - d).num_days() % 7 != 0);
+                            when = When::Day(d + Duration::days(7 * weeks), t);
+                        }
+                    }
                     self.take(i, len);
                     self.take_connectors(i);
                     // A time written before the date ("at 5pm on friday") is kept below.
@@ -515,7 +557,10 @@ impl<'a> Reader<'a> {
             (Some(When::Day(d, Some(t))), _) | (Some(When::Day(d, None)), Some(t)) => self.at(d, t),
             (Some(When::Day(d, None)), None) => self.at(d, hms_end()),
             (None, t) => match &self.repeat {
-                Some((rep, recurrence)) if recurrence.mode == RecurrenceMode::Fixed => {
+                // An after-completion series keeps a weekday only as its first day.
+                Some((rep, recurrence))
+                    if recurrence.mode == RecurrenceMode::Fixed || !rep.by_day.is_empty() =>
+                {
                     let from = match self.start {
                         Some(When::Day(d, _)) if d > self.today => d,
                         _ => self.today,
@@ -651,7 +696,7 @@ impl<'a> Reader<'a> {
             "eom" => return day(last_of_month(today)?, 1),
             "eow" => return day(on_or_after(today, Weekday::Fri), 1),
             "in" => return self.in_amount(i),
-            "the" if self.w(i + 1) == Some("day") => {
+            "the" if matches!(self.w(i + 1), Some("day" | "end")) => {
                 let (when, n) = self.date_at(i + 1)?;
                 return Some((when, n + 1));
             }
@@ -1147,6 +1192,78 @@ mod tests {
         let q = parse("Gym every! weekday", now(), Paris);
         assert_eq!(q.recurrence, None);
         assert_eq!(q.unparsed, ["every! weekday"]);
+    }
+
+    fn local(text: &str) -> Timestamp {
+        let naive = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap();
+        local_to_utc(naive, Paris).unwrap()
+    }
+
+    #[test]
+    fn given_every_bang_and_one_weekday_then_the_series_is_weekly_after_completion_from_that_day() {
+        let q = parse("Plan the week every! friday", now(), Paris);
+        assert_eq!(q.title, "Plan the week");
+        let recurrence = q.recurrence.unwrap();
+        assert_eq!(recurrence.rule, "FREQ=WEEKLY");
+        assert_eq!(recurrence.mode, RecurrenceMode::AfterCompletion);
+        assert_eq!(q.due_at, Some(local("2026-03-06 23:59:59")));
+        assert!(q.unparsed.is_empty());
+
+        let q = parse("Mow the lawn every! 2 saturdays morning", now(), Paris);
+        assert_eq!(q.recurrence.unwrap().rule, "FREQ=WEEKLY;INTERVAL=2");
+        assert_eq!(q.due_at, Some(local("2026-03-07 09:00:00")));
+    }
+
+    #[test]
+    fn given_an_estimate_with_its_unit_as_a_word_then_both_words_are_the_estimate() {
+        let q = parse("Stretch ~10 min", now(), Paris);
+        assert_eq!(
+            (q.title.as_str(), q.estimate_minutes),
+            ("Stretch", Some(10))
+        );
+        let q = parse("Write ~2 hours then rest", now(), Paris);
+        assert_eq!(q.title, "Write then rest");
+        assert_eq!(q.estimate_minutes, Some(120));
+        // A bare amount followed by anything else is minutes, as before.
+        let q = parse("Call ~15 people", now(), Paris);
+        assert_eq!(
+            (q.title.as_str(), q.estimate_minutes),
+            ("Call people", Some(15))
+        );
+    }
+
+    #[test]
+    fn given_a_start_keyword_followed_by_on_then_the_date_is_the_start() {
+        let q = parse("Course begins on march 16", now(), Paris);
+        assert_eq!(q.title, "Course");
+        assert_eq!(q.starts_at, Some(local("2026-03-16 00:00:00")));
+        assert_eq!(q.due_at, None);
+    }
+
+    #[test]
+    fn given_by_the_end_of_the_month_then_the_whole_phrase_is_the_due_date() {
+        let q = parse("Finish the draft by the end of the month", now(), Paris);
+        assert_eq!(q.title, "Finish the draft");
+        assert_eq!(q.due_at, Some(local("2026-03-31 23:59:59")));
+    }
+
+    #[test]
+    fn given_a_start_then_a_bare_weekday_due_falls_on_or_after_the_start() {
+        // Monday 2 March: "starting next monday" is the 9th, so "friday" is the 13th, not the 6th.
+        let q = parse(
+            "Grant proposal starting next monday due friday",
+            now(),
+            Paris,
+        );
+        assert_eq!(q.starts_at, Some(local("2026-03-09 00:00:00")));
+        assert_eq!(q.due_at, Some(local("2026-03-13 23:59:59")));
+        // A written date is taken as written.
+        let q = parse(
+            "Grant proposal starting next monday due mar 6",
+            now(),
+            Paris,
+        );
+        assert_eq!(q.due_at, Some(local("2026-03-06 23:59:59")));
     }
 
     #[test]

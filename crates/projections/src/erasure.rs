@@ -3,7 +3,9 @@
 //! Order matters. The events are purged first, so nothing can bring the user back; then we wait
 //! (bounded) until the projector has passed the stream position of the purge, because a running
 //! projector may still hold some of the user's events it read before; then the rows and dead
-//! letters are deleted under the checkpoint lock, so no batch interleaves.
+//! letters are deleted under the checkpoint lock, so no batch interleaves. The user's calendar
+//! feed tokens go in the same transaction: they are not derived from the log, so nothing else
+//! would remove them.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,8 @@ pub struct ErasureReport {
     pub task_rows: u64,
     /// Dead letters deleted.
     pub dead_letters: u64,
+    /// Calendar feed tokens deleted, revoked ones included.
+    pub feed_tokens: u64,
     /// Whether the projector had caught up with the purge before rows were deleted (when not,
     /// no projector was running, so none could bring rows back).
     pub projector_caught_up: bool,
@@ -74,11 +78,13 @@ pub async fn erase_user(
             .execute(&mut *tx)
             .await?
             .rows_affected();
+    let feed_tokens = crate::feed_tokens::delete_owner(&mut tx, owner).await?;
     tx.commit().await?;
     Ok(ErasureReport {
         events,
         task_rows,
         dead_letters: dead_letters + automation_dead_letters,
+        feed_tokens,
         projector_caught_up: caught_up,
     })
 }

@@ -21,6 +21,8 @@
 //! - [`dead_letters`]: events the projection could not apply, and retrying them.
 //! - [`lag`]: how far each partition is behind the log, sampled for the metrics.
 //! - [`erasure`]: removing every trace of a user.
+//! - [`feed_tokens`]: the calendar feed's revocable tokens (state of their own, not a read
+//!   model: replay and verify leave them alone).
 //! - [`task_rows`]: the tasks read model: row mapping, batched folding, bulk upserts.
 //! - [`projector`]: the loop that reads the stream from the checkpoints and applies batches,
 //!   in lanes of partitions that commit in parallel.
@@ -38,6 +40,7 @@ pub mod database;
 pub mod dead_letters;
 pub mod erasure;
 pub mod error;
+pub mod feed_tokens;
 pub mod lag;
 pub mod layout;
 pub mod leases;

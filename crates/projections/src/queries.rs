@@ -476,3 +476,25 @@ pub async fn due_reminders(
         .map(|(id, owner, at)| (TaskId(id), domain::FromTrusted::from_trusted(owner), at))
         .collect())
 }
+
+/// The tasks of `owner` still to be done (open, in progress or paused), at most `limit`: what
+/// the calendar feed exports. When there are more, the ones due (or, without a due date,
+/// starting) soonest are kept, then the oldest, since those are what a calendar shows first.
+#[tracing::instrument(skip_all, fields(limit), err)]
+pub async fn unfinished_tasks(
+    pool: &PgPool,
+    owner: &UserId,
+    limit: u32,
+) -> Result<Vec<TaskRecord>, ProjectionError> {
+    let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+          WHERE owner_id = $1 AND status IN ('open', 'in_progress', 'paused')
+          ORDER BY coalesce(due_at, starts_at, 'infinity'::timestamptz), created_at, id
+          LIMIT $2"
+    ))
+    .bind(owner.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(TaskRecord::try_from).collect()
+}

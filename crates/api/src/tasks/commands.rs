@@ -17,8 +17,8 @@ use crate::limits::{CreateHeaders, TaskCommandHeaders};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::dto::{
-    CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskRequest, MoveTaskRequest,
-    UpdateTaskRequest,
+    CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskBody, CreateTaskInput,
+    MoveTaskRequest, UpdateTaskRequest,
 };
 
 use commands::now;
@@ -100,10 +100,10 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).map_err(|_| ApiError::BadRequest("the task id must be a UUID".into()))
 }
 
-/// Create a task.
+/// Create a task, from its fields or from one line of text (quick add).
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "commands",
-    request_body = CreateTaskRequest,
+    request_body = CreateTaskBody,
     params(CreateHeaders),
     responses(
         (status = 201, description = "Created", body = CommandResponse),
@@ -121,9 +121,10 @@ pub async fn create_task(
     State(state): State<AppState>,
     AuthUser(owner): AuthUser,
     headers: CommandHeaders,
-    JsonBody(body): JsonBody<CreateTaskRequest>,
+    JsonBody(body): JsonBody<CreateTaskInput>,
 ) -> Result<CommandAnswer, ApiError> {
-    let new = body.validate()?;
+    let at = now();
+    let new = body.validate(at)?;
     let task_id = match &headers.idempotency_key {
         Some(key) => derived_task_id(&owner, key),
         None => TaskId(Uuid::now_v7()),
@@ -132,7 +133,6 @@ pub async fn create_task(
         Some(parent) => Some(state.commands.placement(&owner, parent, None).await?),
         None => None,
     };
-    let at = now();
     // A repeating task needs a due date to anchor its series; without one it is the end of
     // the first day from today that the rule allows.
     let due_at = match (&new.recurrence, new.due_at) {

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::limits::{
-    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, RecurrenceRuleText, TagText,
-    TaskIdText, TimeZoneText, TitleText,
+    parse_instant, CancelReasonText, DescriptionText, DueAtInstant, QuickAddText,
+    RecurrenceRuleText, TagText, TaskIdText, TimeZoneText, TitleText,
 };
 use crate::problem::{ApiError, InvalidField};
 
@@ -133,6 +133,169 @@ impl RecurrenceRequest {
             }
         };
         Recurrence::parse(&self.rule, mode)
+    }
+}
+
+/// A new task read from one line of text (quick add): `Pay rent every month on the 1st at 9am
+/// #home !high ~30m`. The title, due and start dates, recurrence, tags, priority and estimate
+/// come from the text (preview the reading with `POST /v1/tasks/parse`); words that are not
+/// syntax stay in the title. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuickAddTaskRequest {
+    /// The line to read.
+    #[schema(value_type = QuickAddText)]
+    pub text: String,
+    /// A description, if any.
+    #[schema(value_type = Option<DescriptionText>)]
+    pub description: Option<String>,
+    /// The IANA time zone the text's dates and times are read in, and the owner works in
+    /// (default `UTC`).
+    #[schema(value_type = Option<TimeZoneText>)]
+    pub time_zone: Option<String>,
+    /// Make it a subtask of this task of yours (at most 4 levels deep).
+    #[schema(value_type = Option<TaskIdText>)]
+    pub parent_id: Option<String>,
+    /// When to remind you (at most 10; each must lie ahead; a lead time needs the due date
+    /// the text gives).
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub reminders: Vec<ReminderRequest>,
+}
+
+/// The body of `POST /v1/tasks`: the fields of a task, or one line of text to read them from.
+/// `title` and `text` exclude each other (422 naming `text` when both are sent, `title` when
+/// neither is).
+///
+/// It documents the body only (`oneOf` the two shapes); the server reads [`CreateTaskInput`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CreateTaskBody {
+    /// The fields, given one by one.
+    Fields(CreateTaskRequest),
+    /// One line of text.
+    Text(QuickAddTaskRequest),
+}
+
+/// What `POST /v1/tasks` reads: either shape of [`CreateTaskBody`], told apart by `title` and
+/// `text`, so that every mistake is a 422 naming its field (an untagged enum would only say
+/// that neither shape fits).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskInput {
+    // The fields only one shape has are read as present (even as `null`) or absent, since the
+    // other shape refuses them whatever their value.
+    #[serde(default, deserialize_with = "present")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    text: Option<Option<String>>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    priority: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    due_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    starts_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    estimate_minutes: Option<Option<WholeNumber>>,
+    /// A list, never `null` (as the document has it).
+    #[serde(default, deserialize_with = "present_list")]
+    tags: Option<Vec<String>>,
+    time_zone: Option<String>,
+    parent_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    recurrence: Option<Option<RecurrenceRequest>>,
+    #[serde(default)]
+    reminders: Vec<ReminderRequest>,
+}
+
+fn present_list<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Vec::<String>::deserialize(deserializer).map(Some)
+}
+
+/// A line to read without creating anything. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParseTaskRequest {
+    /// The line to read.
+    #[schema(value_type = QuickAddText)]
+    pub text: String,
+    /// The IANA time zone its dates and times are read in (default `UTC`).
+    #[schema(value_type = Option<TimeZoneText>)]
+    pub time_zone: Option<String>,
+}
+
+/// How a line reads: what `POST /v1/tasks` with the same `text` and `time_zone` would create,
+/// as of now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuickAddResponse {
+    /// The text without the syntax that was read, white space collapsed (the whole text when
+    /// nothing else is left).
+    pub title: String,
+    /// When it is due.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When work on it may begin.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// The `#tags`, in the order given, duplicates dropped.
+    pub tags: Vec<String>,
+    /// From `!low` … `!urgent` or `p1` … `p4`.
+    #[schema(value_type = Option<PriorityName>)]
+    pub priority: Option<&'static str>,
+    /// From `~30m`, `~2h`, `for 45 min`.
+    pub estimate_minutes: Option<u32>,
+    /// From `every …`, `daily`, …; `every!` or `after completion` for the after-completion mode.
+    pub recurrence: Option<RecurrenceResponse>,
+    /// Words that looked like syntax (`#`, `!`, `~`, `every`) but could not be read; they stay
+    /// in the title.
+    pub unparsed: Vec<String>,
+    /// The zone the text was read in.
+    pub time_zone: String,
+}
+
+impl QuickAddResponse {
+    /// The answer for `reading`, read in `zone`.
+    pub fn new(reading: domain::QuickAdd, zone: &TimeZoneName) -> Self {
+        Self {
+            title: reading.title,
+            due_at: reading.due_at,
+            starts_at: reading.starts_at,
+            tags: reading.tags,
+            priority: reading.priority.map(Priority::as_str),
+            estimate_minutes: reading.estimate_minutes,
+            recurrence: reading.recurrence.map(|r| RecurrenceResponse {
+                rule: r.rule,
+                mode: r.mode.as_str(),
+            }),
+            unparsed: reading.unparsed,
+            time_zone: zone.as_str().to_owned(),
+        }
+    }
+}
+
+/// The quick-add text as sent: not blank, no control characters, at most as long as a title
+/// ([`crate::limits::QuickAddText`]).
+pub(crate) fn quick_add_text(text: &str) -> Result<&str, domain::FieldError> {
+    if text.chars().count() > TaskTitle::MAX_CHARS
+        || text.chars().any(char::is_control)
+        || text.trim().is_empty()
+    {
+        return Err(domain::FieldError::new(
+            "text",
+            "must be 1 to 200 characters, not blank, without control characters",
+        ));
+    }
+    Ok(text)
+}
+
+/// A time zone field as sent, `UTC` when absent.
+pub(crate) fn time_zone(zone: Option<&str>) -> Result<TimeZoneName, domain::FieldError> {
+    match zone {
+        Some(zone) => TimeZoneName::parse(zone),
+        None => Ok(TimeZoneName::utc()),
     }
 }
 
@@ -349,37 +512,80 @@ fn starts_at(text: &str) -> Result<DateTime<Utc>, domain::FieldError> {
 }
 
 impl CreateTaskRequest {
+    /// The task these fields describe (a draft to predict, say); every invalid field is named.
     pub(crate) fn validate(self) -> Result<NewTask, ApiError> {
+        CreateTaskInput {
+            title: Some(Some(self.title)),
+            text: None,
+            description: self.description,
+            priority: Some(self.priority),
+            due_at: Some(self.due_at),
+            starts_at: Some(self.starts_at),
+            estimate_minutes: Some(self.estimate_minutes),
+            tags: Some(self.tags),
+            time_zone: self.time_zone,
+            parent_id: self.parent_id,
+            recurrence: Some(self.recurrence),
+            reminders: self.reminders,
+        }
+        .fields()
+    }
+}
+
+impl CreateTaskInput {
+    /// The task this body describes, its text read as of `now` when it is a quick add; every
+    /// invalid field is named.
+    pub(crate) fn validate(self, now: DateTime<Utc>) -> Result<NewTask, ApiError> {
+        match (&self.title, &self.text) {
+            (Some(_), Some(_)) => Err(ApiError::field(
+                "text",
+                "cannot be sent with title: send the fields (title, …) or one line of text",
+            )),
+            (None, None) => Err(ApiError::field(
+                "title",
+                "is required, unless the task is read from one line of text (text)",
+            )),
+            (Some(None), None) => Err(ApiError::field("title", "must be a string")),
+            (None, Some(None)) => Err(ApiError::field("text", "must be a string")),
+            (Some(Some(_)), None) => self.fields(),
+            (None, Some(Some(_))) => self.quick_add(now),
+        }
+    }
+
+    fn fields(self) -> Result<NewTask, ApiError> {
         let mut checks = Checks::default();
-        let title = checks.take(TaskTitle::parse(&self.title));
+        let title = checks.take(TaskTitle::parse(
+            self.title
+                .as_ref()
+                .and_then(Option::as_deref)
+                .unwrap_or_default(),
+        ));
         let description = match &self.description {
             Some(d) => checks.take(Description::parse(d)).flatten(),
             None => None,
         };
         let priority = self
             .priority
-            .as_deref()
-            .and_then(|p| checks.take(Priority::parse(p)));
-        let due_at = self.due_at.as_deref().and_then(|d| checks.take(due_at(d)));
+            .flatten()
+            .and_then(|p| checks.take(Priority::parse(&p)));
+        let due_at = self.due_at.flatten().and_then(|d| checks.take(due_at(&d)));
         let starts_at = self
             .starts_at
-            .as_deref()
-            .and_then(|d| checks.take(starts_at(d)));
+            .flatten()
+            .and_then(|d| checks.take(starts_at(&d)));
         let estimate_minutes = self
             .estimate_minutes
+            .flatten()
             .and_then(|m| checks.take(EffortMinutes::parse(m.0, "estimate_minutes")));
-        let tags = checks.take(Tag::parse_list(&self.tags));
-        let time_zone = match &self.time_zone {
-            Some(zone) => checks.take(TimeZoneName::parse(zone)),
-            None => Some(TimeZoneName::utc()),
-        };
+        let tags = checks.take(Tag::parse_list(self.tags.as_deref().unwrap_or_default()));
+        let time_zone = checks.take(time_zone(self.time_zone.as_deref()));
         let parent_id = self
             .parent_id
             .as_deref()
             .and_then(|p| checks.take(parent_id(p)));
         let recurrence = self
             .recurrence
-            .as_ref()
+            .flatten()
             .and_then(|r| checks.take(r.validate()));
         let reminders = checks.take(reminders(&self.reminders)).unwrap_or_default();
         checks.finish()?;
@@ -398,6 +604,98 @@ impl CreateTaskRequest {
                 reminders,
             }),
             _ => Err(ApiError::field("title", "invalid")),
+        }
+    }
+
+    /// The fields read from `text`. The fields the text carries cannot be sent beside it:
+    /// which of the two would win is a guess the API does not make.
+    fn quick_add(self, now: DateTime<Utc>) -> Result<NewTask, ApiError> {
+        let mut checks = Checks::default();
+        let carried = [
+            ("priority", self.priority.is_some()),
+            ("due_at", self.due_at.is_some()),
+            ("starts_at", self.starts_at.is_some()),
+            ("estimate_minutes", self.estimate_minutes.is_some()),
+            ("tags", self.tags.is_some()),
+            ("recurrence", self.recurrence.is_some()),
+        ];
+        for (field, sent) in carried {
+            if sent {
+                checks.0.push(InvalidField {
+                    field: field.to_owned(),
+                    message: "is read from text; to give it, send title instead of text".into(),
+                });
+            }
+        }
+        let text = checks.take(quick_add_text(
+            self.text
+                .as_ref()
+                .and_then(Option::as_deref)
+                .unwrap_or_default(),
+        ));
+        let description = match &self.description {
+            Some(d) => checks.take(Description::parse(d)).flatten(),
+            None => None,
+        };
+        let time_zone = checks.take(time_zone(self.time_zone.as_deref()));
+        let parent_id = self
+            .parent_id
+            .as_deref()
+            .and_then(|p| checks.take(parent_id(p)));
+        let reminders = checks.take(reminders(&self.reminders)).unwrap_or_default();
+        checks.finish()?;
+        let (Some(text), Some(time_zone)) = (text, time_zone) else {
+            return Err(ApiError::field("text", "invalid"));
+        };
+        let reading = domain::quickadd::parse(text, now, time_zone.tz());
+        // What the text gave is checked like the same fields sent one by one, each refusal
+        // naming `text`, where it came from.
+        fn read<T>(
+            refusals: &mut Vec<InvalidField>,
+            result: Result<T, domain::FieldError>,
+        ) -> Option<T> {
+            result
+                .map_err(|error| {
+                    refusals.push(InvalidField {
+                        field: "text".to_owned(),
+                        message: format!("gives a {} that {}", error.field, error.message),
+                    })
+                })
+                .ok()
+        }
+        let mut refusals = Vec::new();
+        let title = read(&mut refusals, TaskTitle::parse(&reading.title));
+        let tags = read(&mut refusals, Tag::parse_list(&reading.tags));
+        let estimate_minutes = reading.estimate_minutes.and_then(|m| {
+            read(
+                &mut refusals,
+                EffortMinutes::parse(i64::from(m), "estimate_minutes"),
+            )
+        });
+        let due_at = reading
+            .due_at
+            .and_then(|d| read(&mut refusals, DueAt::parse(d)));
+        let starts_at = reading
+            .starts_at
+            .and_then(|d| read(&mut refusals, StartsAt::parse(d)));
+        if !refusals.is_empty() {
+            return Err(ApiError::Validation(refusals));
+        }
+        match (title, tags) {
+            (Some(title), Some(tags)) => Ok(NewTask {
+                title,
+                description,
+                priority: reading.priority,
+                due_at,
+                starts_at,
+                estimate_minutes,
+                tags,
+                time_zone,
+                parent_id,
+                recurrence: reading.recurrence,
+                reminders,
+            }),
+            _ => Err(ApiError::field("text", "invalid")),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! The task endpoints: commands (writes through the event store) and queries (reads from the
-//! read model and the log).
+//! The task endpoints: commands (writes through the event store), queries (reads from the
+//! read model and the log), and the quick-add preview.
 
 pub mod commands;
 pub mod dto;
 pub mod queries;
+pub mod quickadd;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +15,7 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(commands::create_task, queries::list_tasks))
+        .routes(routes!(quickadd::parse_task))
         .routes(routes!(queries::get_task, commands::update_task))
         .routes(routes!(commands::start_task))
         .routes(routes!(commands::pause_task))
