@@ -351,6 +351,7 @@ pub struct Application {
     automation: Option<(
         automation::Runtime,
         automation::reminders::ReminderScheduler,
+        webhooks::WebhookWorker,
     )>,
     /// The API's verifier, whose JWKS (if any) is re-read in the background.
     verifier: Option<Arc<TokenVerifier>>,
@@ -447,7 +448,24 @@ impl Application {
                     metrics.clone(),
                     automation::reminders::SchedulerOptions::default(),
                 );
-                Some((runtime, scheduler))
+                let webhooks = webhooks::WebhookWorker::new(
+                    async_nats::jetstream::new(client.clone()),
+                    naming.clone(),
+                    pool.clone(),
+                    metrics.clone(),
+                    webhooks::WorkerOptions {
+                        max_attempts: settings.webhooks_max_attempts,
+                        retry_base: settings.webhooks_retry_base,
+                        ..webhooks::WorkerOptions::with_policy(webhooks::TargetPolicy {
+                            allow_private: settings.webhooks_allow_private,
+                        })
+                    },
+                )?;
+                webhooks
+                    .ensure_consumer()
+                    .await
+                    .context("creating the webhook consumer")?;
+                Some((runtime, scheduler, webhooks))
             }
             _ => None,
         };
@@ -468,6 +486,9 @@ impl Application {
                 rate_limiter: Arc::new(rate_limiter(settings, &redis, &metrics)),
                 config: Arc::new(ApiConfig {
                     read_wait_timeout: settings.read_wait_timeout,
+                    webhook_targets: webhooks::TargetPolicy {
+                        allow_private: settings.webhooks_allow_private,
+                    },
                 }),
                 shutdown: shutdown.clone(),
             })
@@ -572,11 +593,13 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
-        let automation = self.automation.map(|(runtime, scheduler)| {
+        let automation = self.automation.map(|(runtime, scheduler, webhooks)| {
             let reminders = tokio::spawn(scheduler.run(shutdown.clone()));
+            let deliveries = tokio::spawn(webhooks.run(shutdown.clone()));
             let runtime = tokio::spawn(runtime.run(shutdown.clone()));
             async move {
                 let _ = reminders.await;
+                let _ = deliveries.await;
                 runtime.await
             }
         });

@@ -127,6 +127,16 @@ pub struct Settings {
     /// `TASKMASTER_INSIGHTS_DEBOUNCE_MS`: quiet time after a user's last event before the
     /// insights worker refreshes their cached insights (a burst gives one refresh).
     pub insights_debounce: Duration,
+    /// `TASKMASTER_WEBHOOKS_ALLOW_PRIVATE`: webhooks may target loopback, private and
+    /// link-local addresses (default: yes in development, where receivers run locally; no in
+    /// production, against SSRF).
+    pub webhooks_allow_private: bool,
+    /// `TASKMASTER_WEBHOOKS_MAX_ATTEMPTS` (1 to 20, default 8): attempts of a delivery before it
+    /// is given up on (a dead letter the owner can redeliver).
+    pub webhooks_max_attempts: i32,
+    /// `TASKMASTER_WEBHOOKS_RETRY_BASE_MS` (10 to 60000, default 1000): the wait before a
+    /// delivery's second attempt, doubled for each further one (at most an hour).
+    pub webhooks_retry_base: Duration,
     /// `TASKMASTER_RATE_LIMIT_USER` (+ `_BURST`): requests per authenticated user, default
     /// `1200/1m` (20 a second sustained, bursts of 1200); `0` turns the limit off.
     pub rate_limit_user: Option<api::rate_limit::Quota>,
@@ -331,6 +341,33 @@ impl Settings {
                 ),
             });
         }
+        let webhooks_allow_private: bool = parse(
+            "TASKMASTER_WEBHOOKS_ALLOW_PRIVATE",
+            get("TASKMASTER_WEBHOOKS_ALLOW_PRIVATE"),
+            environment != Environment::Production,
+        )?;
+        let webhooks_max_attempts: i32 = parse(
+            "TASKMASTER_WEBHOOKS_MAX_ATTEMPTS",
+            get("TASKMASTER_WEBHOOKS_MAX_ATTEMPTS"),
+            8,
+        )?;
+        if !(1..=20).contains(&webhooks_max_attempts) {
+            return Err(SettingsError {
+                variable: "TASKMASTER_WEBHOOKS_MAX_ATTEMPTS",
+                message: format!("must be between 1 and 20, not {webhooks_max_attempts}"),
+            });
+        }
+        let webhooks_retry_base_ms: u64 = parse(
+            "TASKMASTER_WEBHOOKS_RETRY_BASE_MS",
+            get("TASKMASTER_WEBHOOKS_RETRY_BASE_MS"),
+            1_000,
+        )?;
+        if !(10..=60_000).contains(&webhooks_retry_base_ms) {
+            return Err(SettingsError {
+                variable: "TASKMASTER_WEBHOOKS_RETRY_BASE_MS",
+                message: format!("must be between 10 and 60000, not {webhooks_retry_base_ms}"),
+            });
+        }
         let insights_debounce_ms: u64 = parse(
             "TASKMASTER_INSIGHTS_DEBOUNCE_MS",
             get("TASKMASTER_INSIGHTS_DEBOUNCE_MS"),
@@ -378,6 +415,9 @@ impl Settings {
             ml,
             insights_ttl: Duration::from_secs(insights_ttl_secs),
             insights_debounce: Duration::from_millis(insights_debounce_ms),
+            webhooks_allow_private,
+            webhooks_max_attempts,
+            webhooks_retry_base: Duration::from_millis(webhooks_retry_base_ms),
             projection_partitions,
             projection_lease_ttl: Duration::from_millis(lease_ttl_ms),
             http_addr: parse(

@@ -5,6 +5,7 @@
 //! - [`tasks`]: the task endpoints (`commands`, `queries`, their `dto`s).
 //! - [`insights`]: the caller's productivity insights, cached in Redis, never failing on it.
 //! - [`live`]: the user's events as server-sent events.
+//! - [`webhooks`]: webhook endpoints and their failed deliveries.
 //! - [`calendar`]: the iCalendar feed of the user's tasks and its revocable feed tokens.
 //! - [`predictions`]: the learning side's answers for a draft task and for stored tasks.
 //! - [`ops`]: liveness, readiness, metrics and the OpenAPI document, served by every role.
@@ -36,6 +37,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod state;
 pub mod tasks;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -75,6 +77,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
         (name = "commands", description = "Changes to tasks; each appends at most one event"),
         (name = "queries", description = "Reads from the read model and the event log"),
         (name = "calendar", description = "The iCalendar feed of your tasks, and its feed tokens"),
+        (name = "webhooks", description = "Your webhook endpoints: signed deliveries of your events"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -104,6 +107,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(live::router())
         .merge(predictions::router())
         .merge(calendar::router())
+        .merge(webhooks::router())
 }
 
 async fn not_found() -> ApiError {

@@ -236,6 +236,26 @@ text_schema!(
         .examples([serde_json::json!("FREQ=WEEKLY;BYDAY=MO,WE")])
 );
 text_schema!(
+    /// A webhook URL as the document states it ([`webhooks::TargetPolicy::check`]).
+    WebhookUrlText,
+    "WebhookUrl",
+    string(webhooks::target::MAX_URL_CHARS, Some(r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$"))
+        .description(Some(
+            "An absolute http or https URL without credentials, at most 2048 characters; in \
+             production not a loopback, private or link-local address (nor a name resolving to one)."
+        ))
+        .examples([serde_json::json!("https://example.com/hooks/taskmaster")])
+);
+text_schema!(
+    /// An event type as a webhook names it.
+    EventTypeName,
+    "EventType",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(crate::webhooks::event_types()))
+        .max_length(Some(32))
+);
+text_schema!(
     /// A time zone name as the document states it ([`TimeZoneName::parse`]).
     TimeZoneText,
     "TimeZone",

@@ -87,6 +87,12 @@ pub enum ApiError {
     /// 404: no live calendar feed token of the caller's has this id.
     #[error("no such feed token")]
     FeedTokenNotFound,
+    /// 404: something other than a task is missing (or someone else's); says what.
+    #[error("not found: {0}")]
+    Missing(&'static str),
+    /// 409: a per-user limit on what may be held is reached; says which.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// 409: the caller holds the most live feed tokens allowed; revoking one makes room.
     #[error("too many feed tokens")]
     TooManyFeedTokens {
@@ -173,8 +179,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::FeedTokenNotFound => StatusCode::NOT_FOUND,
-            ApiError::StateConflict(_)
+            ApiError::NotFound | ApiError::FeedTokenNotFound | ApiError::Missing(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::LimitReached(_)
+            | ApiError::StateConflict(_)
             | ApiError::OpenSubtasks(_)
             | ApiError::TooManyFeedTokens { .. }
             | ApiError::VersionConflict { .. }
@@ -211,6 +220,10 @@ impl ApiError {
             ApiError::NotFound => problem("not-found", "Not found", "no such task".into()),
             ApiError::FeedTokenNotFound => {
                 problem("not-found", "Not found", "no such live feed token".into())
+            }
+            ApiError::Missing(what) => problem("not-found", "Not found", format!("no such {what}")),
+            ApiError::LimitReached(detail) => {
+                problem("limit-reached", "Limit reached", detail.clone())
             }
             ApiError::TooManyFeedTokens { max } => problem(
                 "too-many-feed-tokens",
@@ -412,6 +425,16 @@ impl From<commands::CommandError> for ApiError {
                 current_version: None,
                 detail: "a concurrent move would have put the task under itself; the move was undone, read the tree again and retry".into(),
             },
+        }
+    }
+}
+
+impl From<webhooks::WebhookError> for ApiError {
+    fn from(error: webhooks::WebhookError) -> Self {
+        match error {
+            webhooks::WebhookError::Target(why) => ApiError::field("url", why),
+            webhooks::WebhookError::Database(cause) => ProjectionError::Database(cause).into(),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

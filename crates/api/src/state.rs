@@ -20,12 +20,17 @@ use crate::rate_limit::RateLimiter;
 pub struct ApiConfig {
     /// How long a query with `Tm-Min-Position` waits for the read model before answering 504.
     pub read_wait_timeout: Duration,
+    /// Which webhook URLs may be registered (SSRF protection).
+    pub webhook_targets: webhooks::TargetPolicy,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             read_wait_timeout: Duration::from_secs(5),
+            webhook_targets: webhooks::TargetPolicy {
+                allow_private: false,
+            },
         }
     }
 }

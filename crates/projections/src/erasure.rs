@@ -79,6 +79,11 @@ pub async fn erase_user(
             .await?
             .rows_affected();
     let feed_tokens = crate::feed_tokens::delete_owner(&mut tx, owner).await?;
+    // Webhook endpoints (their deliveries go with them) hold the user's events' payloads.
+    sqlx::query("DELETE FROM webhook_endpoints WHERE owner_id = $1")
+        .bind(owner.as_str())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(ErasureReport {
         events,

@@ -83,10 +83,13 @@ pub async fn insert(
     }))
 }
 
+/// A stored token's columns, as `list` reads them.
+type TokenColumns = (Uuid, Option<String>, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// The live (unrevoked) tokens of `owner`, oldest first.
 #[tracing::instrument(skip_all, fields(owner = %owner), err)]
 pub async fn list(pool: &PgPool, owner: &UserId) -> Result<Vec<FeedToken>, ProjectionError> {
-    let rows: Vec<(Uuid, Option<String>, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<TokenColumns> = sqlx::query_as(
         "SELECT id, label, created_at, last_used_at FROM calendar_feed_tokens
           WHERE owner_id = $1 AND revoked_at IS NULL
           ORDER BY created_at, id",

@@ -157,6 +157,8 @@ pub struct Metrics {
     pub automation_reactions: Family<AutomationOutcomeLabels, Counter>,
     /// Time from an event's append to the end of an automation's reaction to it.
     pub automation_lag: Family<AutomationLabels, Histogram>,
+    /// Webhook delivery attempts by outcome: `delivered`, `retried` or `failed` (given up on).
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 /// Labels of a model holdout metric.
@@ -313,8 +315,15 @@ impl Metrics {
             "Time from an event's append to the end of an automation's reaction to it",
             automation_lag.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, retried or failed (given up on)",
+            webhook_deliveries.clone(),
+        );
         Self {
             registry,
+            webhook_deliveries,
             automation_reactions,
             automation_lag,
             rate_limit_decisions,
