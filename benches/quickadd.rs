@@ -76,7 +76,10 @@ fn main() {
         cases.len(),
         samples.len()
     );
-    println!("  p50 {p50:.2?}  p90 {:.2?}  p99 {p99:.2?}  max {max:.2?}", percentile(&samples, 0.90));
+    println!(
+        "  p50 {p50:.2?}  p90 {:.2?}  p99 {p99:.2?}  max {max:.2?}",
+        percentile(&samples, 0.90)
+    );
     println!(
         "  target p99 < {TARGET_P99:?}: {}",
         if p99 < TARGET_P99 { "met" } else { "MISSED" }

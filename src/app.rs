@@ -52,9 +52,11 @@ impl Roles {
                 "ml" => roles.ml = true,
                 "insights" => roles.insights = true,
                 "automation" => roles.automation = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown role {other:?} (expected api, projector, insights, ml or automation)"
-                )),
+                ))
+                }
             }
         }
         if roles == Roles::default() {

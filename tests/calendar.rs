@@ -289,7 +289,14 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
                "due_at": "2030-03-20T09:00:00Z"}),
     )
     .await;
-    transition(&app, &token, &packed, "complete", json!({"actual_minutes": 90})).await;
+    transition(
+        &app,
+        &token,
+        &packed,
+        "complete",
+        json!({"actual_minutes": 90}),
+    )
+    .await;
     transition(&app, &token, &dropped, "cancel", json!({})).await;
     // Started, and started then paused: both IN-PROCESS.
     let started = created(
@@ -321,7 +328,14 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
     .await;
     // Finished ones stay out.
     let done = created(&app, &token, json!({"title": "Done already"})).await;
-    transition(&app, &token, &done, "complete", json!({"actual_minutes": 5})).await;
+    transition(
+        &app,
+        &token,
+        &done,
+        "complete",
+        json!({"actual_minutes": 5}),
+    )
+    .await;
     let archived = created(&app, &token, json!({"title": "Put away"})).await;
     let position = transition(&app, &token, &archived, "archive", json!({})).await;
     caught_up(&app, &token, position).await;
@@ -497,7 +511,12 @@ async fn a_revoked_token_reads_nothing_and_another_users_token_never_shows_your_
         404,
     )
     .await;
-    assert_eq!(feed(&app, &ann_path["/v1/calendar.ics".len()..]).await.status(), 200);
+    assert_eq!(
+        feed(&app, &ann_path["/v1/calendar.ics".len()..])
+            .await
+            .status(),
+        200
+    );
 
     // Ann revokes it: her feed answers 401 from then on, and a second revocation 404.
     let revoked = revoke(ann.clone(), ann_token_id.to_owned()).await.unwrap();
@@ -521,7 +540,15 @@ async fn a_revoked_token_reads_nothing_and_another_users_token_never_shows_your_
         .unwrap();
     assert_eq!(anns["items"], json!([]));
     // Bob's feed is untouched.
-    assert_eq!(app.http.get(app.url(bob_path)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url(bob_path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // No token, a malformed one, an unknown one: 401 alike, without a bearer token being any
     // use (the feed is read with a feed token only).
@@ -566,16 +593,32 @@ async fn a_revoked_token_reads_nothing_and_another_users_token_never_shows_your_
 async fn a_user_holds_at_most_twenty_live_feed_tokens_and_labels_are_checked() {
     let app = TestApp::spawn_with(&[("TASKMASTER_RATE_LIMIT_USER", "0")]).await;
     let token = app.token("cal_many");
-    let body = problem(mint(&app, &token, Some(json!({"label": "x".repeat(101)}))).await, 422).await;
+    let body = problem(
+        mint(&app, &token, Some(json!({"label": "x".repeat(101)}))).await,
+        422,
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "label");
-    let body = problem(mint(&app, &token, Some(json!({"label": "a\u{7}"}))).await, 422).await;
+    let body = problem(
+        mint(&app, &token, Some(json!({"label": "a\u{7}"}))).await,
+        422,
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "label");
-    let body = problem(mint(&app, &token, Some(json!({"lable": "typo"}))).await, 422).await;
+    let body = problem(
+        mint(&app, &token, Some(json!({"lable": "typo"}))).await,
+        422,
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "lable");
 
     let mut first = None;
     for n in 0..20 {
-        let label = if n == 0 { json!("x".repeat(100)) } else { json!("   ") };
+        let label = if n == 0 {
+            json!("x".repeat(100))
+        } else {
+            json!("   ")
+        };
         let minted = mint(&app, &token, Some(json!({ "label": label }))).await;
         assert_eq!(minted.status(), 201, "token {n}");
         let minted: Value = minted.json().await.unwrap();

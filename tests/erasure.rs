@@ -31,7 +31,15 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
     let alice_feed: Value = mint(alice.clone()).await.unwrap().json().await.unwrap();
     let bob_feed: Value = mint(bob.clone()).await.unwrap().json().await.unwrap();
     let feed = |minted: &Value| app.url(minted["feed_path"].as_str().unwrap());
-    assert_eq!(app.http.get(feed(&alice_feed)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(feed(&alice_feed))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let output = app.cli().args(["erase-user", "alice_1"]).output().unwrap();
     assert!(
@@ -46,7 +54,10 @@ async fn erasing_a_user_removes_their_events_and_rows_and_leaves_others_untouche
 
     problem(app.get_task(&alice, &alice_task, 0).await, 404).await;
     problem(app.http.get(feed(&alice_feed)).send().await.unwrap(), 401).await;
-    assert_eq!(app.http.get(feed(&bob_feed)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http.get(feed(&bob_feed)).send().await.unwrap().status(),
+        200
+    );
     let history = app
         .http
         .get(app.url(&format!("/v1/tasks/{alice_task}/history")))

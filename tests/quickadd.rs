@@ -76,7 +76,11 @@ fn utc(zone: chrono_tz::Tz, local: NaiveDateTime) -> DateTime<Utc> {
 #[test]
 fn every_phrase_of_the_corpus_is_read_as_a_person_means_it() {
     let cases: Vec<Case> = serde_json::from_str(CORPUS).expect("the corpus is a list of cases");
-    assert!(cases.len() >= 150, "the corpus holds {} phrases", cases.len());
+    assert!(
+        cases.len() >= 150,
+        "the corpus holds {} phrases",
+        cases.len()
+    );
     let mut misses = Vec::new();
     for case in &cases {
         let zone: chrono_tz::Tz = case.zone.parse().expect("an IANA zone");
@@ -116,7 +120,12 @@ fn every_phrase_of_the_corpus_is_read_as_a_person_means_it() {
         cases.len(),
         100.0 * exact as f64 / cases.len() as f64
     );
-    assert!(misses.is_empty(), "{} misses:\n{}", misses.len(), misses.join("\n"));
+    assert!(
+        misses.is_empty(),
+        "{} misses:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
 }
 
 const RENT: &str = "Pay rent every month on the 1st at 9am #home !high ~30m";
@@ -201,7 +210,10 @@ async fn parse_answers_how_a_line_reads_and_creates_nothing() {
         (json!({"text": "   "}), "text"),
         (json!({"text": "x".repeat(201)}), "text"),
         (json!({"text": "a\u{7}b"}), "text"),
-        (json!({"text": "ok", "time_zone": "Mars/Olympus Mons"}), "time_zone"),
+        (
+            json!({"text": "ok", "time_zone": "Mars/Olympus Mons"}),
+            "time_zone",
+        ),
         (json!({"text": "ok", "title": "no"}), "title"),
         (json!({}), "text"),
     ] {
@@ -209,7 +221,13 @@ async fn parse_answers_how_a_line_reads_and_creates_nothing() {
         let body = problem(refused, 422).await;
         assert_eq!(body["errors"][0]["field"], field, "{body}");
     }
-    let at_the_limit = post(&app, &token, "/v1/tasks/parse", json!({"text": "x".repeat(200)})).await;
+    let at_the_limit = post(
+        &app,
+        &token,
+        "/v1/tasks/parse",
+        json!({"text": "x".repeat(200)}),
+    )
+    .await;
     assert_eq!(at_the_limit.status(), 200);
 }
 
@@ -291,7 +309,10 @@ async fn title_and_text_exclude_each_other_and_what_the_text_carries_cannot_be_s
         (json!({"description": "neither"}), "title"),
         (json!({}), "title"),
         (json!({"text": RENT, "priority": "low"}), "priority"),
-        (json!({"text": RENT, "due_at": "2030-01-01T00:00:00Z"}), "due_at"),
+        (
+            json!({"text": RENT, "due_at": "2030-01-01T00:00:00Z"}),
+            "due_at",
+        ),
         (json!({"text": RENT, "tags": []}), "tags"),
         (
             json!({"text": RENT, "recurrence": {"rule": "FREQ=DAILY"}}),
@@ -322,7 +343,8 @@ async fn title_and_text_exclude_each_other_and_what_the_text_carries_cannot_be_s
 async fn the_document_states_both_shapes_of_a_create_and_the_limits_of_text() {
     let app = TestApp::spawn().await;
     let spec = app.openapi().await;
-    let body = &spec["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let body =
+        &spec["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"];
     let body = match body["$ref"].as_str() {
         Some(reference) => &spec["components"]["schemas"][reference.rsplit('/').next().unwrap()],
         None => body,

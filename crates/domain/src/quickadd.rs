@@ -488,7 +488,11 @@ impl<'a> Reader<'a> {
                 continue;
             }
             // "starting on monday", "begins on march 16"
-            let at = if self.w(i + 1) == Some("on") { i + 2 } else { i + 1 };
+            let at = if self.w(i + 1) == Some("on") {
+                i + 2
+            } else {
+                i + 1
+            };
             if let Some((when, len)) = self.date_at(at) {
                 self.take(i, at - i + len);
                 let when = self.with_time_after(when, at + len);
@@ -1213,13 +1217,19 @@ mod tests {
     #[test]
     fn given_an_estimate_with_its_unit_as_a_word_then_both_words_are_the_estimate() {
         let q = parse("Stretch ~10 min", now(), Paris);
-        assert_eq!((q.title.as_str(), q.estimate_minutes), ("Stretch", Some(10)));
+        assert_eq!(
+            (q.title.as_str(), q.estimate_minutes),
+            ("Stretch", Some(10))
+        );
         let q = parse("Write ~2 hours then rest", now(), Paris);
         assert_eq!(q.title, "Write then rest");
         assert_eq!(q.estimate_minutes, Some(120));
         // A bare amount followed by anything else is minutes, as before.
         let q = parse("Call ~15 people", now(), Paris);
-        assert_eq!((q.title.as_str(), q.estimate_minutes), ("Call people", Some(15)));
+        assert_eq!(
+            (q.title.as_str(), q.estimate_minutes),
+            ("Call people", Some(15))
+        );
     }
 
     #[test]
@@ -1240,11 +1250,19 @@ mod tests {
     #[test]
     fn given_a_start_then_a_bare_weekday_due_falls_on_or_after_the_start() {
         // Monday 2 March: "starting next monday" is the 9th, so "friday" is the 13th, not the 6th.
-        let q = parse("Grant proposal starting next monday due friday", now(), Paris);
+        let q = parse(
+            "Grant proposal starting next monday due friday",
+            now(),
+            Paris,
+        );
         assert_eq!(q.starts_at, Some(local("2026-03-09 00:00:00")));
         assert_eq!(q.due_at, Some(local("2026-03-13 23:59:59")));
         // A written date is taken as written.
-        let q = parse("Grant proposal starting next monday due mar 6", now(), Paris);
+        let q = parse(
+            "Grant proposal starting next monday due mar 6",
+            now(),
+            Paris,
+        );
         assert_eq!(q.due_at, Some(local("2026-03-06 23:59:59")));
     }
 

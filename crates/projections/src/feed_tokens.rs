@@ -145,8 +145,8 @@ pub async fn resolve(
     let Some((id, owner, last_used_at)) = found else {
         return Ok(None);
     };
-    let stale = last_used_at
-        .is_none_or(|at| (now - at).num_seconds() >= LAST_USED_GRANULARITY_SECONDS);
+    let stale =
+        last_used_at.is_none_or(|at| (now - at).num_seconds() >= LAST_USED_GRANULARITY_SECONDS);
     if stale {
         sqlx::query(
             "UPDATE calendar_feed_tokens SET last_used_at = $2

@@ -100,10 +100,12 @@ pub fn todo_of(task: &Task, subtasks: Option<&ChildCounts>) -> Option<Todo> {
 pub fn remaining_rule(rule: &str, series: Option<&domain::SeriesLink>) -> String {
     let done_before = series.map_or(0, |s| s.occurrence.saturating_sub(1));
     rule.split(';')
-        .map(|part| match part.strip_prefix("COUNT=").map(str::parse::<u32>) {
-            Some(Ok(count)) => format!("COUNT={}", count.saturating_sub(done_before).max(1)),
-            _ => part.to_owned(),
-        })
+        .map(
+            |part| match part.strip_prefix("COUNT=").map(str::parse::<u32>) {
+                Some(Ok(count)) => format!("COUNT={}", count.saturating_sub(done_before).max(1)),
+                _ => part.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -149,7 +151,8 @@ pub async fn calendar_feed(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let token = feed_token(raw.as_deref())?;
-    let refused = || ApiError::Unauthorized("the feed token is not valid (unknown or revoked)".into());
+    let refused =
+        || ApiError::Unauthorized("the feed token is not valid (unknown or revoked)".into());
     if !is_feed_token_shaped(&token) {
         return Err(refused());
     }
@@ -183,9 +186,15 @@ pub async fn calendar_feed(
     let body = ics::calendar(CALENDAR_NAME, &todos);
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CALENDAR));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TEXT_CALENDAR),
+    );
     // A personal feed behind a secret URL: no shared cache may keep it.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     Ok(response)
 }
 
@@ -316,8 +325,11 @@ mod tests {
     fn given_a_repeating_task_then_its_rule_is_written_with_what_is_left_of_a_count() {
         let mut weekly = task(TaskStatus::Open);
         weekly.recurrence = Some(
-            domain::Recurrence::parse("FREQ=WEEKLY;BYDAY=MO;COUNT=5", domain::RecurrenceMode::Fixed)
-                .unwrap(),
+            domain::Recurrence::parse(
+                "FREQ=WEEKLY;BYDAY=MO;COUNT=5",
+                domain::RecurrenceMode::Fixed,
+            )
+            .unwrap(),
         );
         // Without a due date there is nothing to expand from.
         assert_eq!(todo_of(&weekly, None).unwrap().rrule, None);
@@ -335,7 +347,10 @@ mod tests {
             todo_of(&weekly, None).unwrap().rrule.as_deref(),
             Some("FREQ=WEEKLY;BYDAY=MO;COUNT=3")
         );
-        assert_eq!(remaining_rule("FREQ=DAILY;INTERVAL=2", None), "FREQ=DAILY;INTERVAL=2");
+        assert_eq!(
+            remaining_rule("FREQ=DAILY;INTERVAL=2", None),
+            "FREQ=DAILY;INTERVAL=2"
+        );
     }
 
     #[test]
@@ -372,10 +387,7 @@ mod tests {
     #[test]
     fn the_token_must_be_given_exactly_once() {
         assert_eq!(feed_token(Some("token=abc")).unwrap(), "abc");
-        assert!(matches!(
-            feed_token(None),
-            Err(ApiError::Unauthorized(_))
-        ));
+        assert!(matches!(feed_token(None), Err(ApiError::Unauthorized(_))));
         assert!(matches!(
             feed_token(Some("token=a&token=b")),
             Err(ApiError::Unauthorized(_))

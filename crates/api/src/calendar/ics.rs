@@ -262,7 +262,10 @@ mod tests {
     fn text_escapes_backslash_semicolon_comma_and_every_line_break() {
         assert_eq!(escape_text(r"a\b"), r"a\\b");
         assert_eq!(escape_text("a;b,c"), r"a\;b\,c");
-        assert_eq!(escape_text("one\ntwo\r\nthree\rfour"), r"one\ntwo\nthree\nfour");
+        assert_eq!(
+            escape_text("one\ntwo\r\nthree\rfour"),
+            r"one\ntwo\nthree\nfour"
+        );
         assert_eq!(escape_text("tab\tkept"), "tab\tkept");
         assert_eq!(escape_text("bell\u{7}gone\u{85}"), "bellgone");
         assert_eq!(escape_text(r"\n is not a newline"), r"\\n is not a newline");
@@ -375,7 +378,14 @@ mod tests {
 
         // The optional properties are left out when there is nothing to say.
         let bare = unfolded(&calendar("taskmaster", &[todo()]));
-        for absent in ["DESCRIPTION", "DTSTART", "DUE", "RRULE", "RELATED-TO", "CATEGORIES"] {
+        for absent in [
+            "DESCRIPTION",
+            "DTSTART",
+            "DUE",
+            "RRULE",
+            "RELATED-TO",
+            "CATEGORIES",
+        ] {
             assert!(
                 !bare.iter().any(|l| l.starts_with(absent)),
                 "{absent} in {bare:?}"

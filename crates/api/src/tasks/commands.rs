@@ -18,8 +18,7 @@ use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tasks::dto::{
     CancelTaskRequest, CommandResponse, CompleteTaskRequest, CreateTaskBody, CreateTaskInput,
-    MoveTaskRequest,
-    UpdateTaskRequest,
+    MoveTaskRequest, UpdateTaskRequest,
 };
 
 use commands::now;

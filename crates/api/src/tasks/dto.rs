@@ -498,7 +498,10 @@ impl CreateTaskInput {
     fn fields(self) -> Result<NewTask, ApiError> {
         let mut checks = Checks::default();
         let title = checks.take(TaskTitle::parse(
-            self.title.as_ref().and_then(Option::as_deref).unwrap_or_default(),
+            self.title
+                .as_ref()
+                .and_then(Option::as_deref)
+                .unwrap_or_default(),
         ));
         let description = match &self.description {
             Some(d) => checks.take(Description::parse(d)).flatten(),
@@ -566,7 +569,10 @@ impl CreateTaskInput {
             }
         }
         let text = checks.take(quick_add_text(
-            self.text.as_ref().and_then(Option::as_deref).unwrap_or_default(),
+            self.text
+                .as_ref()
+                .and_then(Option::as_deref)
+                .unwrap_or_default(),
         ));
         let description = match &self.description {
             Some(d) => checks.take(Description::parse(d)).flatten(),
