@@ -68,6 +68,7 @@ async fn write(store: Arc<EventStore>, writer: usize, events: u64) {
                 placement: None,
                 recurrence: None,
                 series: None,
+                reminders: Vec::new(),
             }),
             TaskCommand::Update(UpdateTask {
                 changes: TaskChanges {

@@ -114,6 +114,7 @@ async fn write(store: Arc<EventStore>, writer: u64, events: u64) {
                 placement: None,
                 recurrence: None,
                 series: None,
+                reminders: Vec::new(),
             }),
             TaskCommand::Start(StartTask { at: Utc::now() }),
             TaskCommand::Pause(PauseTask { at: Utc::now() }),

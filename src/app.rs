@@ -250,6 +250,26 @@ pub async fn read_source(
     Ok(reads.with_replica(replica, replica_positions))
 }
 
+/// What the automation CLI needs to run automations outside the runtime (retrying dead
+/// letters): the event store, the read model it waits on, and the command path over both.
+pub async fn automation_context(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<automation::Context> {
+    let client = connect_nats(settings).await?;
+    let naming = apply_streams(settings, &client).await?;
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(EventStore::open(client, naming, StoreOptions::default()).await?);
+    let reads = read_source(settings, pool, &metrics, &CancellationToken::new()).await?;
+    let path =
+        commands::CommandPath::new(store, reads.clone(), metrics, settings.read_wait_timeout);
+    Ok(automation::Context::new(
+        path,
+        reads,
+        settings.read_wait_timeout,
+    ))
+}
+
 /// The insights service of a deployment: the read model behind a Redis cache whose keys carry
 /// the NATS prefix and whose values live `TASKMASTER_INSIGHTS_TTL_SECS`.
 pub fn insights_service(
@@ -328,7 +348,10 @@ pub struct Application {
     serving: Option<(ServingModel, ModelRegistry)>,
     ml_worker: Option<MlWorker>,
     insights: Option<InsightsWorker>,
-    automation: Option<automation::Runtime>,
+    automation: Option<(
+        automation::Runtime,
+        automation::reminders::ReminderScheduler,
+    )>,
     /// The API's verifier, whose JWKS (if any) is re-read in the background.
     verifier: Option<Arc<TokenVerifier>>,
     shutdown: CancellationToken,
@@ -415,7 +438,16 @@ impl Application {
                     .ensure_consumer()
                     .await
                     .context("creating the automation consumer")?;
-                Some(runtime)
+                let scheduler = automation::reminders::ReminderScheduler::new(
+                    automation::Context::new(
+                        path.clone(),
+                        reads.clone(),
+                        settings.read_wait_timeout,
+                    ),
+                    metrics.clone(),
+                    automation::reminders::SchedulerOptions::default(),
+                );
+                Some((runtime, scheduler))
             }
             _ => None,
         };
@@ -540,9 +572,14 @@ impl Application {
         let insights = self
             .insights
             .map(|worker| tokio::spawn(worker.run(shutdown.clone())));
-        let automation = self
-            .automation
-            .map(|runtime| tokio::spawn(runtime.run(shutdown.clone())));
+        let automation = self.automation.map(|(runtime, scheduler)| {
+            let reminders = tokio::spawn(scheduler.run(shutdown.clone()));
+            let runtime = tokio::spawn(runtime.run(shutdown.clone()));
+            async move {
+                let _ = reminders.await;
+                runtime.await
+            }
+        });
         let key_refresh = self.verifier.map(|verifier| {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {

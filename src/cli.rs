@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process on the local services (creates the database and streams).
     Dev,
-    /// Run a set of roles: api, projector, insights, ml.
+    /// Run a set of roles: api, projector, insights, ml, automation.
     Serve {
         /// Comma-separated roles.
         #[arg(long, default_value = "api,projector,insights,ml,automation")]
@@ -66,6 +66,12 @@ pub enum Command {
     /// Recompute every task from the event log and compare it with the read model; exit 1 on
     /// any difference.
     Verify,
+    /// The automation runtime: the events it gave up on.
+    Automation {
+        /// What to do.
+        #[command(subcommand)]
+        command: AutomationCommand,
+    },
     /// Events the projection could not apply: list, retry after a fix, or discard.
     DeadLetters {
         /// What to do with them.
@@ -112,6 +118,40 @@ pub enum EventsCommand {
         /// Start at this stream sequence instead of with new events.
         #[arg(long)]
         from: Option<u64>,
+    },
+}
+
+/// Automation subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AutomationCommand {
+    /// Events an automation gave up on: list, retry after a fix, or discard.
+    DeadLetters {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: AutomationDeadLetterCommand,
+    },
+}
+
+/// Automation dead-letter subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AutomationDeadLetterCommand {
+    /// List them, oldest event first.
+    List,
+    /// Run their automations again with the code deployed now; those that go through are
+    /// removed.
+    Retry {
+        /// Only the dead letters of the event at this stream position (default: all).
+        #[arg(long)]
+        position: Option<u64>,
+    },
+    /// Drop one for good.
+    Discard {
+        /// The automation (`recurrence`, `cascade`).
+        #[arg(long)]
+        automation: String,
+        /// The stream position of its event.
+        #[arg(long)]
+        position: u64,
     },
 }
 
@@ -224,6 +264,9 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Events { command } => events(command, settings).await,
         Command::DeadLetters { command } => dead_letters(command, settings).await,
+        Command::Automation {
+            command: AutomationCommand::DeadLetters { command },
+        } => automation_dead_letters(command, settings).await,
         Command::Token { user, hours } => {
             let user =
                 UserId::parse(&user).map_err(|e| anyhow::anyhow!("--user: {}", e.message))?;
@@ -344,6 +387,68 @@ async fn dead_letters(command: DeadLetterCommand, settings: Settings) -> anyhow:
                 Ok(())
             } else {
                 anyhow::bail!("no dead letter at position {position}")
+            }
+        }
+    }
+}
+
+async fn automation_dead_letters(
+    command: AutomationDeadLetterCommand,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    use automation::dead_letters;
+    let pool = app::prepare_database(&settings).await?;
+    match command {
+        AutomationDeadLetterCommand::List => {
+            let letters = dead_letters::list(&pool).await?;
+            if letters.is_empty() {
+                println!("no automation dead letters");
+            }
+            for l in letters {
+                println!(
+                    "{:>10}  {}  {}  {}/{}  attempts={}  type={}  error: {}",
+                    l.position,
+                    l.failed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    l.automation,
+                    l.owner_id,
+                    l.task_id,
+                    l.attempts,
+                    l.event_type,
+                    l.error
+                );
+            }
+            Ok(())
+        }
+        AutomationDeadLetterCommand::Retry { position } => {
+            let context = app::automation_context(&settings, &pool).await?;
+            let report =
+                dead_letters::retry(&context, &automation::automations(), position).await?;
+            println!(
+                "{} went through; {} still failing",
+                report.succeeded.len(),
+                report.still_failing.len()
+            );
+            for (automation, position, error) in &report.still_failing {
+                println!("{position:>10}  {automation}  error: {error}");
+            }
+            if report.still_failing.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} dead letter(s) still failing",
+                    report.still_failing.len()
+                )
+            }
+        }
+        AutomationDeadLetterCommand::Discard {
+            automation,
+            position,
+        } => {
+            if dead_letters::remove(&pool, &automation, position).await? {
+                println!("discarded the {automation} dead letter at position {position}");
+                Ok(())
+            } else {
+                anyhow::bail!("no {automation} dead letter at position {position}")
             }
         }
     }

@@ -580,6 +580,7 @@ async fn write_completed_tasks(prefix: &str, count: u32) {
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         });
         let complete = TaskCommand::Complete(CompleteTask {
             actual_minutes: Some(

@@ -468,3 +468,78 @@ async fn bad_rules_are_refused_naming_the_field_and_nothing_is_written() {
         "{task}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automation_dead_letter_is_listed_retried_after_a_fix_and_discarded() {
+    // No automation role: the completion below is never reacted to, as if the runtime had
+    // given up on it.
+    let app = TestApp::spawn_roles(
+        testkit::TestDatabase::planned(),
+        Roles {
+            api: true,
+            projector: true,
+            ..Roles::default()
+        },
+        &[],
+    )
+    .await;
+    let token = app.token("dora");
+    let first = created(
+        &app,
+        &token,
+        json!({"title": "Backup", "due_at": "2030-01-07T09:00:00Z", "recurrence": {"rule": "FREQ=WEEKLY"}}),
+    )
+    .await;
+    let position = complete(&app, &token, &first, json!({})).await;
+    let pool = sqlx::PgPool::connect(app.database_url()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO automation_dead_letters
+             (automation, position, owner_id, task_id, event_type, error, attempts)
+         VALUES ('recurrence', $1, 'dora', $2::uuid, 'TaskCompleted', 'nats: timed out', 10)",
+    )
+    .bind(position as i64)
+    .bind(&first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = app.cli().args(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, listed) = run(&["automation", "dead-letters", "list"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("recurrence") && listed.contains("nats: timed out"),
+        "{listed}"
+    );
+
+    let (ok, retried) = run(&["automation", "dead-letters", "retry"]);
+    assert!(ok, "{retried}");
+    assert!(retried.contains("1 went through"), "{retried}");
+    let series = until_listed(&app, &token, &format!("series={first}"), 2).await;
+    assert_eq!(series.len(), 2);
+    let (_, listed) = run(&["automation", "dead-letters", "list"]);
+    assert!(listed.contains("no automation dead letters"), "{listed}");
+    // Retrying again finds nothing; discarding what is not there is an error naming it.
+    let (ok, again) = run(&["automation", "dead-letters", "retry"]);
+    assert!(ok && again.contains("0 went through"), "{again}");
+    let (ok, refused) = run(&[
+        "automation",
+        "dead-letters",
+        "discard",
+        "--automation",
+        "recurrence",
+        "--position",
+        &position.to_string(),
+    ]);
+    assert!(!ok);
+    assert!(
+        refused.contains("no recurrence dead letter at position"),
+        "{refused}"
+    );
+    assert_clean_verify(&app);
+}

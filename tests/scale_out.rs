@@ -64,6 +64,7 @@ async fn keep_writing(store: Arc<EventStore>, stop: CancellationToken) -> u64 {
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         });
         store
             .execute(&owner, id, &create, None, &meta())

@@ -533,6 +533,7 @@ pub(crate) fn check_roles(workloads: &[Workload], problems: &mut Vec<String>) {
         ("projector", |r: &Roles| r.projector),
         ("insights", |r: &Roles| r.insights),
         ("ml", |r: &Roles| r.ml),
+        ("automation", |r: &Roles| r.automation),
     ] {
         if runs(role).next().is_none() {
             problems.push(format!("no workload runs the {name} role"));

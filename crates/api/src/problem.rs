@@ -370,6 +370,9 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(refusal @ TaskError::RecurrenceWithoutDue) => {
                 ApiError::field("due_at", refusal.to_string())
             }
+            StoreError::Rejected(
+                refusal @ (TaskError::ReminderInPast | TaskError::ReminderWithoutDue),
+            ) => ApiError::field("reminders", refusal.to_string()),
             StoreError::Rejected(refusal) => ApiError::StateConflict(refusal),
             StoreError::VersionConflict { expected, actual } => ApiError::VersionConflict {
                 current_version: Some(actual),

@@ -103,6 +103,6 @@ impl Context {
             .iter()
             .take_while(|recorded| recorded.position <= event.position)
             .map(|recorded| &recorded.event)
-            .fold(None, |state, e| domain::evolve(state, e)))
+            .fold(None, domain::evolve))
     }
 }

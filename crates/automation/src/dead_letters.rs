@@ -80,3 +80,64 @@ pub async fn remove(
             .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// What a retry did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetryReport {
+    /// `(automation, position)` of the dead letters that went through and were removed.
+    pub succeeded: Vec<(String, u64)>,
+    /// `(automation, position, error)` of those still failing (kept, with the new error).
+    pub still_failing: Vec<(String, u64, String)>,
+}
+
+/// Runs the automations of the dead letters again (all, or those at `position`) with the code
+/// deployed now, reading each event back from the log; the ones that go through are removed.
+/// Safe to repeat: reactions derive their ids from the event, as on first delivery.
+pub async fn retry(
+    context: &crate::Context,
+    automations: &[std::sync::Arc<dyn crate::Automation>],
+    position: Option<u64>,
+) -> Result<RetryReport, AutomationError> {
+    let pool = context.reads.primary();
+    let store = context.store();
+    let mut report = RetryReport::default();
+    for letter in list(pool).await? {
+        let at = letter.position.max(0) as u64;
+        if position.is_some_and(|p| p != at) {
+            continue;
+        }
+        let Some(automation) = automations.iter().find(|a| a.name() == letter.automation) else {
+            report.still_failing.push((
+                letter.automation.clone(),
+                at,
+                "no such automation in this build".into(),
+            ));
+            continue;
+        };
+        let message = store
+            .stream()
+            .get_raw_message(at)
+            .await
+            .map_err(eventstore::StoreError::unavailable)?;
+        let event = eventstore::envelope::RawEvent::from(&message).decode(store.naming())?;
+        match automation.handle(context, &event).await {
+            Ok(()) => {
+                remove(pool, &letter.automation, at).await?;
+                report.succeeded.push((letter.automation, at));
+            }
+            Err(error) => {
+                let text = error.to_string();
+                record(
+                    pool,
+                    &letter.automation,
+                    &event,
+                    &text,
+                    letter.attempts as u32 + 1,
+                )
+                .await?;
+                report.still_failing.push((letter.automation, at, text));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -43,6 +43,8 @@
 //! - [`context`]: what an automation gets: the command path, the read model, derived ids.
 //! - [`recurrence`]: the next occurrence of a repeating task, with its subtasks.
 //! - [`cascade`]: completing the open subtasks of a parent completed with `cascade`.
+//! - [`reminders`]: the scheduler that fires reminders at their time (timer-driven, not an
+//!   event reaction, but the same command path and the same exactly-once rules).
 //! - [`dead_letters`]: the events an automation gave up on.
 //! - [`error`]: the crate's one error enum.
 
@@ -51,6 +53,7 @@ pub mod context;
 pub mod dead_letters;
 pub mod error;
 pub mod recurrence;
+pub mod reminders;
 pub mod runtime;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! subtasks' ids are derived from the new occurrence and the subtask copied, so a crash in
 //! the middle of copying resumes where it stopped.
 
-use domain::{CreateTask, TaskCommand, TaskError, TaskEvent, TaskId, TaskStatus};
+use domain::{CreateTask, Reminder, TaskCommand, TaskError, TaskEvent, TaskId, TaskStatus};
 use eventstore::RecordedEvent;
 use futures::future::BoxFuture;
 use projections::queries;
@@ -71,6 +71,18 @@ impl NextOccurrence {
             placement: placement.filter(|p| !p.parent_archived),
             recurrence: Some(recurrence.clone()),
             series: Some(next.series),
+            // Lead times come along as they are; instants keep their distance to the due date.
+            reminders: task
+                .reminders
+                .iter()
+                .map(|r| match *r {
+                    Reminder::At(at) => {
+                        Reminder::At(at + (next.due_at - task.due_at.unwrap_or(at)))
+                    }
+                    lead => lead,
+                })
+                .filter(|r| r.instant(Some(next.due_at)).is_some_and(|at| at > done_at))
+                .collect(),
             at: done_at,
         });
         let meta = context.meta(NAME, event, "occurrence");
@@ -106,6 +118,7 @@ impl NextOccurrence {
                 placement: Some(placement),
                 recurrence: None,
                 series: None,
+                reminders: Vec::new(),
                 at: done_at,
             });
             let meta = context.meta(NAME, event, &format!("subtask {}", child.id));

@@ -4,6 +4,7 @@
 
 use crate::event::SeriesLink;
 use crate::recurrence::Recurrence;
+use crate::reminder::Reminder;
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
@@ -30,6 +31,8 @@ pub enum TaskCommand {
     Cancel(CancelTask),
     /// Put it under another task, or back at the top level.
     Move(MoveTask),
+    /// Tell the owner a reminder came due (the scheduler issues it).
+    FireReminder(FireReminder),
 }
 
 impl TaskCommand {
@@ -45,6 +48,7 @@ impl TaskCommand {
             TaskCommand::Archive(_) => "ArchiveTask",
             TaskCommand::Cancel(_) => "CancelTask",
             TaskCommand::Move(_) => "MoveTask",
+            TaskCommand::FireReminder(_) => "FireReminder",
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct CreateTask {
     /// occurrence). `None` with a recurrence starts a new series with this task as
     /// occurrence 1.
     pub series: Option<SeriesLink>,
+    /// When to remind the owner (checked with [`Reminder::parse_list`]; none may lie in the
+    /// past).
+    pub reminders: Vec<Reminder>,
     /// When the command was issued.
     pub at: Timestamp,
 }
@@ -141,6 +148,8 @@ pub struct TaskChanges {
     pub estimate_minutes: Option<Option<EffortMinutes>>,
     /// The complete new tag list.
     pub tags: Option<Vec<Tag>>,
+    /// The complete new reminder list.
+    pub reminders: Option<Vec<Reminder>>,
 }
 
 /// Change some fields of a task; only fields that really change end up in the event.
@@ -211,5 +220,16 @@ pub struct MoveTask {
     /// The new place: `None` for the top level.
     pub placement: Option<Placement>,
     /// When it was moved.
+    pub at: Timestamp,
+}
+
+/// Fire one pending reminder of a task: the scheduler issues it at (or after) the reminder's
+/// instant, with a command id derived from the task and the instant, so several schedulers
+/// fire it once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireReminder {
+    /// The instant the reminder was set for, as the task resolves it now.
+    pub remind_at: Timestamp,
+    /// When it is fired.
     pub at: Timestamp,
 }

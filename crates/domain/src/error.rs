@@ -57,6 +57,16 @@ pub enum TaskError {
     /// A repeating task without a due date: the series has nothing to count from.
     #[error("a repeating task needs a due date: its first occurrence anchors the series")]
     RecurrenceWithoutDue,
+    /// A new reminder whose instant has already passed.
+    #[error("a reminder lies in the past")]
+    ReminderInPast,
+    /// A lead-time reminder on a task without a due date.
+    #[error("before_due_minutes needs the task to have a due date")]
+    ReminderWithoutDue,
+    /// Firing a reminder the task does not have pending (already fired, removed, moved with
+    /// the due date, or the task is done).
+    #[error("no such pending reminder")]
+    ReminderNotPending,
 }
 
 /// An input field that failed validation. `field` is the JSON name the client sent.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::DecodeError;
 use crate::recurrence::Recurrence;
+use crate::reminder::Reminder;
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
@@ -60,6 +61,10 @@ pub struct TaskCreated {
     /// repeating task, so its history links the occurrences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<SeriesLink>,
+    /// When to remind the owner: instants, or lead times before the due date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub reminders: Vec<Reminder>,
     /// When it was created.
     pub occurred_at: Timestamp,
 }
@@ -180,10 +185,11 @@ pub mod v1 {
         pub occurred_at: Timestamp,
     }
 
-    /// Upcasts to version 2: a version 1 update never touched the start date.
+    /// Upcasts to the current version through version 2: a version 1 update never touched
+    /// the start date.
     impl From<TaskUpdated> for super::TaskUpdated {
         fn from(v1: TaskUpdated) -> Self {
-            super::TaskUpdated {
+            super::v2::TaskUpdated {
                 task_id: v1.task_id,
                 title: v1.title,
                 description: v1.description,
@@ -194,6 +200,7 @@ pub mod v1 {
                 tags: v1.tags,
                 occurred_at: v1.occurred_at,
             }
+            .into()
         }
     }
 
@@ -280,6 +287,77 @@ pub mod v2 {
                 occurred_at: v2.occurred_at,
             }
             .into()
+        }
+    }
+
+    /// Some fields changed (version 2: with the start date, before reminders).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "TaskUpdated")]
+    pub struct TaskUpdated {
+        /// The task.
+        pub task_id: TaskId,
+        /// The new title.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub title: Option<TaskTitle>,
+        /// The new description, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub description: Option<Option<Description>>,
+        /// The new priority, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub priority: Option<Option<Priority>>,
+        /// The new due date, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub due_at: Option<Option<Timestamp>>,
+        /// The new start date, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub starts_at: Option<Option<Timestamp>>,
+        /// The new estimate, or `null` when cleared.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        pub estimate_minutes: Option<Option<EffortMinutes>>,
+        /// The complete new tag list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 20))]
+        pub tags: Option<Vec<Tag>>,
+        /// When it changed.
+        pub occurred_at: Timestamp,
+    }
+
+    /// Upcasts to version 3: updates before reminders left them alone.
+    impl From<TaskUpdated> for super::TaskUpdated {
+        fn from(v2: TaskUpdated) -> Self {
+            super::TaskUpdated {
+                task_id: v2.task_id,
+                title: v2.title,
+                description: v2.description,
+                priority: v2.priority,
+                due_at: v2.due_at,
+                starts_at: v2.starts_at,
+                estimate_minutes: v2.estimate_minutes,
+                tags: v2.tags,
+                reminders: None,
+                occurred_at: v2.occurred_at,
+            }
         }
     }
 }
@@ -408,6 +486,7 @@ pub mod v4 {
                 parent_id: v4.parent_id,
                 recurrence: None,
                 series: None,
+                reminders: Vec::new(),
                 occurred_at: v4.occurred_at,
             }
         }
@@ -423,7 +502,7 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// Some fields changed (version 2: with the start date). Only changed fields are present;
+/// Some fields changed (version 3: with reminders). Only changed fields are present;
 /// `null` means the field was cleared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -472,6 +551,10 @@ pub struct TaskUpdated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20))]
     pub tags: Option<Vec<Tag>>,
+    /// The complete new reminder list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub reminders: Option<Vec<Reminder>>,
     /// When it changed.
     pub occurred_at: Timestamp,
 }
@@ -560,6 +643,22 @@ pub struct TaskMoved {
     pub occurred_at: Timestamp,
 }
 
+/// A reminder of the task came due: the scheduler fired it (once per resolved instant). It
+/// changes nothing else; subscribers (the live feed, webhooks) tell the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderDue {
+    /// The task.
+    pub task_id: TaskId,
+    /// The instant the reminder was set for.
+    pub remind_at: Timestamp,
+    /// It fired more than a few seconds after `remind_at` (the scheduler was down or behind).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub late: bool,
+    /// When it fired.
+    pub occurred_at: Timestamp,
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -585,12 +684,14 @@ pub enum TaskEvent {
     Cancelled(TaskCancelled),
     /// See [`TaskMoved`].
     Moved(TaskMoved),
+    /// See [`ReminderDue`].
+    ReminderDue(ReminderDue),
 }
 
 /// The `(event_type, event_version)` pairs that this code writes today.
-pub const CURRENT_VERSIONS: [(&str, u32); 9] = [
+pub const CURRENT_VERSIONS: [(&str, u32); 10] = [
     ("TaskCreated", 5),
-    ("TaskUpdated", 2),
+    ("TaskUpdated", 3),
     ("TaskStarted", 1),
     ("TaskPaused", 1),
     ("TaskCompleted", 2),
@@ -598,6 +699,7 @@ pub const CURRENT_VERSIONS: [(&str, u32); 9] = [
     ("TaskArchived", 1),
     ("TaskCancelled", 1),
     ("TaskMoved", 1),
+    ("ReminderDue", 1),
 ];
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -620,6 +722,7 @@ impl TaskEvent {
             TaskEvent::Archived(_) => "TaskArchived",
             TaskEvent::Cancelled(_) => "TaskCancelled",
             TaskEvent::Moved(_) => "TaskMoved",
+            TaskEvent::ReminderDue(_) => "ReminderDue",
         }
     }
 
@@ -627,7 +730,7 @@ impl TaskEvent {
     pub fn event_version(&self) -> u32 {
         match self {
             TaskEvent::Created(_) => 5,
-            TaskEvent::Updated(_) => 2,
+            TaskEvent::Updated(_) => 3,
             TaskEvent::Completed(_) => 2,
             _ => 1,
         }
@@ -645,6 +748,7 @@ impl TaskEvent {
             TaskEvent::Archived(e) => e.task_id,
             TaskEvent::Cancelled(e) => e.task_id,
             TaskEvent::Moved(e) => e.task_id,
+            TaskEvent::ReminderDue(e) => e.task_id,
         }
     }
 
@@ -660,6 +764,7 @@ impl TaskEvent {
             TaskEvent::Archived(e) => e.occurred_at,
             TaskEvent::Cancelled(e) => e.occurred_at,
             TaskEvent::Moved(e) => e.occurred_at,
+            TaskEvent::ReminderDue(e) => e.occurred_at,
         }
     }
 
@@ -675,6 +780,7 @@ impl TaskEvent {
             TaskEvent::Archived(e) => serde_json::to_vec(e),
             TaskEvent::Cancelled(e) => serde_json::to_vec(e),
             TaskEvent::Moved(e) => serde_json::to_vec(e),
+            TaskEvent::ReminderDue(e) => serde_json::to_vec(e),
         };
         // Plain structs with string keys: serde_json cannot fail on them.
         encoded.expect("task events always serialize to JSON")
@@ -706,7 +812,10 @@ impl TaskEvent {
             ("TaskUpdated", 1) => {
                 TaskEvent::Updated(parse::<v1::TaskUpdated>("TaskUpdated", payload)?.into())
             }
-            ("TaskUpdated", 2) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
+            ("TaskUpdated", 2) => {
+                TaskEvent::Updated(parse::<v2::TaskUpdated>("TaskUpdated", payload)?.into())
+            }
+            ("TaskUpdated", 3) => TaskEvent::Updated(parse("TaskUpdated", payload)?),
             ("TaskStarted", 1) => TaskEvent::Started(parse("TaskStarted", payload)?),
             ("TaskPaused", 1) => TaskEvent::Paused(parse("TaskPaused", payload)?),
             ("TaskCompleted", 1) => {
@@ -717,6 +826,7 @@ impl TaskEvent {
             ("TaskArchived", 1) => TaskEvent::Archived(parse("TaskArchived", payload)?),
             ("TaskCancelled", 1) => TaskEvent::Cancelled(parse("TaskCancelled", payload)?),
             ("TaskMoved", 1) => TaskEvent::Moved(parse("TaskMoved", payload)?),
+            ("ReminderDue", 1) => TaskEvent::ReminderDue(parse("ReminderDue", payload)?),
             (known, version) if CURRENT_VERSIONS.iter().any(|(t, _)| *t == known) => {
                 return Err(DecodeError::UnknownVersion {
                     event_type: known.to_owned(),
@@ -741,7 +851,8 @@ impl TaskEvent {
             ("TaskCreated", 4, schema::<v4::TaskCreated>()),
             ("TaskCreated", 5, schema::<TaskCreated>()),
             ("TaskUpdated", 1, schema::<v1::TaskUpdated>()),
-            ("TaskUpdated", 2, schema::<TaskUpdated>()),
+            ("TaskUpdated", 2, schema::<v2::TaskUpdated>()),
+            ("TaskUpdated", 3, schema::<TaskUpdated>()),
             ("TaskStarted", 1, schema::<TaskStarted>()),
             ("TaskPaused", 1, schema::<TaskPaused>()),
             ("TaskCompleted", 1, schema::<v1::TaskCompleted>()),
@@ -750,6 +861,7 @@ impl TaskEvent {
             ("TaskArchived", 1, schema::<TaskArchived>()),
             ("TaskCancelled", 1, schema::<TaskCancelled>()),
             ("TaskMoved", 1, schema::<TaskMoved>()),
+            ("ReminderDue", 1, schema::<ReminderDue>()),
         ]
     }
 }
@@ -776,12 +888,13 @@ mod tests {
             starts_at: None,
             estimate_minutes: None,
             tags: None,
+            reminders: None,
             occurred_at: at(),
         });
         let json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
         assert_eq!(json["description"], serde_json::Value::Null);
         assert!(json.get("due_at").is_none());
-        let back = TaskEvent::decode("TaskUpdated", 2, &event.encode()).unwrap();
+        let back = TaskEvent::decode("TaskUpdated", 3, &event.encode()).unwrap();
         assert_eq!(back, event);
     }
 

@@ -14,6 +14,7 @@
 //! - [`recurrence`]: repeating tasks: a validated RRULE and the next due date of a series.
 //! - [`quickadd`]: one line of text (`Pay rent every month on the 1st #home !high`) read into
 //!   the fields of a task, for a preview the client confirms.
+//! - [`reminder`]: when to tell the owner about a task; fired once per instant.
 //! - [`task`]: the aggregate state, [`decide`] and [`evolve`].
 //! - [`error`]: the one error enum of this crate.
 
@@ -22,20 +23,22 @@ pub mod error;
 pub mod event;
 pub mod quickadd;
 pub mod recurrence;
+pub mod reminder;
 pub mod task;
 pub mod values;
 
 pub use command::{
-    ArchiveTask, CancelTask, CompleteTask, CreateTask, MoveTask, PauseTask, Placement, ReopenTask,
-    StartTask, TaskChanges, TaskCommand, UpdateTask, MAX_DEPTH,
+    ArchiveTask, CancelTask, CompleteTask, CreateTask, FireReminder, MoveTask, PauseTask,
+    Placement, ReopenTask, StartTask, TaskChanges, TaskCommand, UpdateTask, MAX_DEPTH,
 };
 pub use error::{DecodeError, FieldError, TaskError};
 pub use event::{
-    SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved,
-    TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
+    ReminderDue, SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent,
+    TaskMoved, TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
 };
 pub use quickadd::QuickAdd;
 pub use recurrence::{Recurrence, RecurrenceMode};
+pub use reminder::Reminder;
 pub use task::{decide, evolve, replay, NextOccurrence, Task, TaskStatus};
 pub use values::{
     CancelReason, Description, DueAt, EffortMinutes, FromTrusted, Priority, StartsAt, Tag, TaskId,

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CompleteTask, CreateTask, Placement, TaskChanges, TaskCommand, MAX_DEPTH};
 use crate::error::TaskError;
 use crate::event::{
-    SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent, TaskMoved,
-    TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
+    ReminderDue, SeriesLink, TaskArchived, TaskCancelled, TaskCompleted, TaskCreated, TaskEvent,
+    TaskMoved, TaskPaused, TaskReopened, TaskStarted, TaskUpdated,
 };
 use crate::recurrence::{Recurrence, RecurrenceMode};
+use crate::reminder::{Reminder, LATE_AFTER};
 use crate::values::{
     CancelReason, Description, EffortMinutes, Priority, Tag, TaskId, TaskTitle, TimeZoneName,
     Timestamp, UserId,
@@ -96,6 +97,11 @@ pub struct Task {
     pub recurrence: Option<Recurrence>,
     /// Its series and place in it, for an occurrence of a repeating task.
     pub series: Option<SeriesLink>,
+    /// When to remind the owner.
+    pub reminders: Vec<Reminder>,
+    /// The reminder instants already fired (a lead time that moves with the due date is a
+    /// new instant, and fires again).
+    pub reminders_fired: Vec<Timestamp>,
     /// Life-cycle status.
     pub status: TaskStatus,
     /// When it was created.
@@ -128,6 +134,7 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
             if create.recurrence.is_some() && create.due_at.is_none() {
                 return Err(TaskError::RecurrenceWithoutDue);
             }
+            check_reminders(&create.reminders, create.due_at, create.at)?;
             if let Some(placement) = &create.placement {
                 check_placement(create.task_id, placement)?;
             }
@@ -145,7 +152,27 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
         // Answered above; repeated so the match stays exhaustive without a panic path.
         TaskCommand::Create(_) => return Err(TaskError::AlreadyExists),
         TaskCommand::Update(update) => {
-            return Ok(changed_fields(task, &update.changes, update.at).map(TaskEvent::Updated))
+            if let Some(reminders) = &update.changes.reminders {
+                let due = update.changes.due_at.unwrap_or(task.due_at);
+                let new: Vec<Reminder> = reminders
+                    .iter()
+                    .filter(|r| !task.reminders.contains(r))
+                    .copied()
+                    .collect();
+                check_reminders(&new, due, update.at)?;
+            }
+            return Ok(changed_fields(task, &update.changes, update.at).map(TaskEvent::Updated));
+        }
+        TaskCommand::FireReminder(fire) => {
+            if !task.pending_reminders().any(|at| at == fire.remind_at) {
+                return Err(TaskError::ReminderNotPending);
+            }
+            TaskEvent::ReminderDue(ReminderDue {
+                task_id,
+                remind_at: fire.remind_at,
+                late: fire.at - fire.remind_at > LATE_AFTER,
+                occurred_at: fire.at,
+            })
         }
         TaskCommand::Start(start) => match task.status {
             TaskStatus::Open | TaskStatus::Paused => TaskEvent::Started(TaskStarted {
@@ -211,6 +238,22 @@ pub fn decide(state: Option<&Task>, command: &TaskCommand) -> Result<Option<Task
     Ok(Some(event))
 }
 
+/// New reminders must lie ahead of `now`, and a lead time needs a due date.
+fn check_reminders(
+    reminders: &[Reminder],
+    due_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), TaskError> {
+    for reminder in reminders {
+        match reminder.instant(due_at) {
+            None => return Err(TaskError::ReminderWithoutDue),
+            Some(at) if at <= now => return Err(TaskError::ReminderInPast),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// The hierarchy rules: no cycle, no deeper than [`MAX_DEPTH`], no archived parent.
 fn check_placement(task: TaskId, placement: &Placement) -> Result<(), TaskError> {
     if placement.is_cycle_for(task) {
@@ -248,6 +291,7 @@ fn created(create: &CreateTask) -> TaskEvent {
             }),
             _ => None,
         },
+        reminders: create.reminders.clone(),
         occurred_at: create.at,
     })
 }
@@ -282,6 +326,7 @@ fn changed_fields(task: &Task, changes: &TaskChanges, at: Timestamp) -> Option<T
         starts_at: differs(&changes.starts_at, &task.starts_at),
         estimate_minutes: differs(&changes.estimate_minutes, &task.estimate_minutes),
         tags: differs(&changes.tags, &task.tags),
+        reminders: differs(&changes.reminders, &task.reminders),
         occurred_at: at,
     };
     let any = update.title.is_some()
@@ -290,7 +335,8 @@ fn changed_fields(task: &Task, changes: &TaskChanges, at: Timestamp) -> Option<T
         || update.due_at.is_some()
         || update.starts_at.is_some()
         || update.estimate_minutes.is_some()
-        || update.tags.is_some();
+        || update.tags.is_some()
+        || update.reminders.is_some();
     any.then_some(update)
 }
 
@@ -317,6 +363,8 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
                 parent_id: e.parent_id,
                 recurrence: e.recurrence.clone(),
                 series: e.series,
+                reminders: e.reminders.clone(),
+                reminders_fired: Vec::new(),
                 status: TaskStatus::Open,
                 created_at: e.occurred_at,
                 updated_at: e.occurred_at,
@@ -358,6 +406,9 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             if let Some(tags) = &e.tags {
                 task.tags = tags.clone();
             }
+            if let Some(reminders) = &e.reminders {
+                task.reminders = reminders.clone();
+            }
         }
         TaskEvent::Started(e) => {
             task.status = TaskStatus::InProgress;
@@ -387,6 +438,11 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
             task.cancel_reason = e.reason.clone();
         }
         TaskEvent::Moved(e) => task.parent_id = e.parent_id,
+        TaskEvent::ReminderDue(e) => {
+            if !task.reminders_fired.contains(&e.remind_at) {
+                task.reminders_fired.push(e.remind_at);
+            }
+        }
         TaskEvent::Archived(e) => {
             task.close_session(e.occurred_at);
             task.status = TaskStatus::Archived;
@@ -399,6 +455,30 @@ pub fn evolve(state: Option<Task>, event: &TaskEvent) -> Option<Task> {
 }
 
 impl Task {
+    /// The reminder instants still to fire, earliest first: none once the task is done,
+    /// cancelled or archived; a lead time resolves against the current due date.
+    pub fn pending_reminders(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        let active = matches!(
+            self.status,
+            TaskStatus::Open | TaskStatus::InProgress | TaskStatus::Paused
+        );
+        let mut instants: Vec<Timestamp> = self
+            .reminders
+            .iter()
+            .filter(|_| active)
+            .filter_map(|r| r.instant(self.due_at))
+            .filter(|at| !self.reminders_fired.contains(at))
+            .collect();
+        instants.sort();
+        instants.dedup();
+        instants.into_iter()
+    }
+
+    /// The next reminder to fire, if any: what the scheduler's queue is ordered by.
+    pub fn next_reminder(&self) -> Option<Timestamp> {
+        self.pending_reminders().next()
+    }
+
     /// Ends the running work session, if any, adding its length to the tracked time.
     fn close_session(&mut self, at: Timestamp) {
         if let Some(since) = self.started_at.take() {

@@ -69,6 +69,7 @@ fn create_command() -> CreateTask {
         placement: None,
         recurrence: None,
         series: None,
+        reminders: Vec::new(),
         at: t(0),
     }
 }
@@ -90,6 +91,7 @@ fn created() -> TaskEvent {
         parent_id: None,
         recurrence: None,
         series: None,
+        reminders: Vec::new(),
     })
 }
 
@@ -210,6 +212,7 @@ fn updating_keeps_only_the_fields_that_change() {
             starts_at: None,
             estimate_minutes: None,
             tags: None,
+            reminders: None,
             occurred_at: t(5),
         }));
     assert_eq!(task.priority, Some(Priority::Low));
@@ -266,6 +269,7 @@ fn a_completed_task_can_still_be_edited() {
             starts_at: None,
             estimate_minutes: None,
             tags: Some(vec![]),
+            reminders: None,
             occurred_at: t(11),
         }));
     assert_eq!(task.status, TaskStatus::Completed);
@@ -470,6 +474,7 @@ fn a_start_date_can_be_moved_and_cleared() {
             starts_at: Some(Some(t(120))),
             estimate_minutes: None,
             tags: None,
+            reminders: None,
             occurred_at: t(5),
         }));
     assert_eq!(task.starts_at, Some(t(120)));
@@ -563,6 +568,7 @@ fn a_cancelled_task_can_still_be_edited_and_archived() {
             starts_at: None,
             estimate_minutes: None,
             tags: None,
+            reminders: None,
             occurred_at: t(6),
         }));
     assert_eq!(task.status, TaskStatus::Cancelled);
@@ -670,6 +676,7 @@ fn create_under(placement: Placement) -> TaskCommand {
         placement: Some(placement),
         recurrence: None,
         series: None,
+        reminders: Vec::new(),
         ..create_command()
     })
 }

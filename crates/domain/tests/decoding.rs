@@ -31,6 +31,7 @@ fn valid_history() -> Vec<TaskEvent> {
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         }),
         TaskCommand::Update(UpdateTask {
             changes: TaskChanges {

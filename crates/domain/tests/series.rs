@@ -31,6 +31,7 @@ fn create(
         placement: None,
         recurrence: Some(Recurrence::parse(rule, mode).unwrap()),
         series: None,
+        reminders: Vec::new(),
         at: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap(),
     })
 }
@@ -171,6 +172,7 @@ fn given_count_2_when_the_second_occurrence_is_done_then_the_series_ends() {
     let second = created_by(TaskCommand::Create(CreateTask {
         due_at: Some(next.due_at),
         series: Some(next.series),
+        reminders: Vec::new(),
         ..match create(
             Some(next.due_at),
             None,

@@ -155,6 +155,7 @@ mod tests {
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         });
         let meta = CommandMeta {
             command_id: uuid::Uuid::new_v4().to_string(),

@@ -52,6 +52,7 @@ fn create(owner: &UserId, id: TaskId) -> TaskCommand {
         placement: None,
         recurrence: None,
         series: None,
+        reminders: Vec::new(),
     })
 }
 

@@ -168,6 +168,7 @@ mod tests {
             parent_id: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         })
     }
 

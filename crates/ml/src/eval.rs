@@ -233,6 +233,7 @@ async fn evaluate_in(
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         });
         let actual = EffortMinutes::parse(i64::from(row.points.min(100_000)), "storypoint")
             .map_err(|e| MlError::Input(format!("{}: {e}", row.key)))?;

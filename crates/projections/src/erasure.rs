@@ -70,12 +70,20 @@ pub async fn erase_user(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // The automation runtime's dead letters name the owner too (and carry error text that may
+    // quote their data).
+    let automation_dead_letters =
+        sqlx::query("DELETE FROM automation_dead_letters WHERE owner_id = $1")
+            .bind(owner.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     let feed_tokens = crate::feed_tokens::delete_owner(&mut tx, owner).await?;
     tx.commit().await?;
     Ok(ErasureReport {
         events,
         task_rows,
-        dead_letters,
+        dead_letters: dead_letters + automation_dead_letters,
         feed_tokens,
         projector_caught_up: caught_up,
     })

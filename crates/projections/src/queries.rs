@@ -452,6 +452,31 @@ pub async fn descendants(
     rows.into_iter().map(TaskRecord::try_from).collect()
 }
 
+/// The pending reminders due at or before `until`, earliest first, at most `limit`: the
+/// scheduler's next window. Served by the partial index on `next_reminder_at`, so the cost
+/// does not grow with the number of reminders pending further ahead.
+#[tracing::instrument(skip_all, err)]
+pub async fn due_reminders(
+    pool: &PgPool,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(TaskId, UserId, DateTime<Utc>)>, ProjectionError> {
+    let rows: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, owner_id, next_reminder_at FROM tasks
+          WHERE next_reminder_at <= $1
+          ORDER BY next_reminder_at, id
+          LIMIT $2",
+    )
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, owner, at)| (TaskId(id), domain::FromTrusted::from_trusted(owner), at))
+        .collect())
+}
+
 /// The tasks of `owner` still to be done (open, in progress or paused), at most `limit`: what
 /// the calendar feed exports. When there are more, the ones due (or, without a due date,
 /// starting) soonest are kept, then the oldest, since those are what a calendar shows first.

@@ -73,6 +73,10 @@ pub struct TaskRow {
     pub series_occurrence: Option<i32>,
     /// The due date of the series' first occurrence.
     pub series_anchor: Option<DateTime<Utc>>,
+    /// The reminders, as their JSON.
+    pub reminders: serde_json::Value,
+    /// Reminder instants already fired.
+    pub reminders_fired: Vec<DateTime<Utc>>,
     /// Number of events.
     pub version: i64,
     /// Stream sequence of the last applied event.
@@ -83,7 +87,8 @@ pub struct TaskRow {
 pub const TASK_COLUMNS: &str = "id, owner_id, title, description, priority, due_at, \
     estimate_minutes, tags, time_zone, status, created_at, updated_at, started_at, tracked_seconds, \
     completed_at, actual_minutes, archived_at, starts_at, cancelled_at, cancel_reason, parent_id, \
-    recurrence_rule, recurrence_mode, series_id, series_occurrence, series_anchor, version, position";
+    recurrence_rule, recurrence_mode, series_id, series_occurrence, series_anchor, reminders, \
+    reminders_fired, version, position";
 
 /// A task as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +151,9 @@ impl TryFrom<TaskRow> for TaskRecord {
                 (None, None, None) => None,
                 _ => return Err(invalid("half a series")),
             },
+            reminders: serde_json::from_value(row.reminders.clone())
+                .map_err(|_| invalid("unreadable reminders"))?,
+            reminders_fired: row.reminders_fired.clone(),
             status,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -294,6 +302,9 @@ async fn upsert(
     let mut series_id = Vec::with_capacity(n);
     let mut occurrence = Vec::with_capacity(n);
     let mut anchor = Vec::with_capacity(n);
+    let mut reminders = Vec::with_capacity(n);
+    let mut fired = Vec::with_capacity(n);
+    let mut next_reminder = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
     let mut position = Vec::with_capacity(n);
     for record in records {
@@ -326,6 +337,9 @@ async fn upsert(
         series_id.push(task.series.map(|s| s.series_id.0));
         occurrence.push(task.series.map(|s| s.occurrence as i32));
         anchor.push(task.series.map(|s| s.anchor));
+        reminders.push(serde_json::to_value(&task.reminders).unwrap_or_default());
+        fired.push(serde_json::to_value(&task.reminders_fired).unwrap_or_default());
+        next_reminder.push(task.next_reminder());
         version.push(task.version as i64);
         position.push(record.position as i64);
     }
@@ -335,24 +349,26 @@ async fn upsert(
                             completed_at, actual_minutes, archived_at, version, position,
                             time_zone, starts_at, cancelled_at, cancel_reason, parent_id,
                             recurrence_rule, recurrence_mode, series_id, series_occurrence,
-                            series_anchor)
+                            series_anchor, reminders, reminders_fired, next_reminder_at)
          SELECT u.id, u.owner_id, u.title, u.description, u.priority, u.due_at, u.estimate_minutes,
                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.status, u.created_at,
                 u.updated_at, u.started_at, u.tracked_seconds, u.completed_at, u.actual_minutes,
                 u.archived_at, u.version, u.position, u.time_zone, u.starts_at, u.cancelled_at,
                 u.cancel_reason, u.parent_id, u.recurrence_rule, u.recurrence_mode, u.series_id,
-                u.series_occurrence, u.series_anchor
+                u.series_occurrence, u.series_anchor, u.reminders,
+                ARRAY(SELECT jsonb_array_elements_text(u.fired)::timestamptz), u.next_reminder_at
            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::timestamptz[], $7::int4[], $8::jsonb[], $9::text[], $10::timestamptz[],
                        $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::timestamptz[],
                        $15::int4[], $16::timestamptz[], $17::int8[], $18::int8[], $19::text[],
                        $20::timestamptz[], $21::timestamptz[], $22::text[], $23::uuid[],
-                       $24::text[], $25::text[], $26::uuid[], $27::int4[], $28::timestamptz[])
+                       $24::text[], $25::text[], $26::uuid[], $27::int4[], $28::timestamptz[],
+                       $29::jsonb[], $30::jsonb[], $31::timestamptz[])
              AS u(id, owner_id, title, description, priority, due_at, estimate_minutes, tags,
                   status, created_at, updated_at, started_at, tracked_seconds, completed_at,
                   actual_minutes, archived_at, version, position, time_zone, starts_at,
                   cancelled_at, cancel_reason, parent_id, recurrence_rule, recurrence_mode,
-                  series_id, series_occurrence, series_anchor)
+                  series_id, series_occurrence, series_anchor, reminders, fired, next_reminder_at)
          ON CONFLICT (id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, title = EXCLUDED.title,
              description = EXCLUDED.description, priority = EXCLUDED.priority,
@@ -367,7 +383,9 @@ async fn upsert(
              parent_id = EXCLUDED.parent_id, recurrence_rule = EXCLUDED.recurrence_rule,
              recurrence_mode = EXCLUDED.recurrence_mode, series_id = EXCLUDED.series_id,
              series_occurrence = EXCLUDED.series_occurrence,
-             series_anchor = EXCLUDED.series_anchor",
+             series_anchor = EXCLUDED.series_anchor, reminders = EXCLUDED.reminders,
+             reminders_fired = EXCLUDED.reminders_fired,
+             next_reminder_at = EXCLUDED.next_reminder_at",
     )
     .bind(id)
     .bind(owner)
@@ -397,6 +415,9 @@ async fn upsert(
     .bind(series_id)
     .bind(occurrence)
     .bind(anchor)
+    .bind(reminders)
+    .bind(fired)
+    .bind(next_reminder)
     .execute(&mut **tx)
     .await?;
     Ok(())

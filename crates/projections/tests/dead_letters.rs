@@ -41,6 +41,7 @@ async fn create(store: &EventStore, owner: &UserId, title: &str) -> TaskId {
         placement: None,
         recurrence: None,
         series: None,
+        reminders: Vec::new(),
     });
     store
         .execute(owner, id, &command, None, &meta())

@@ -151,6 +151,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
             "tasks_parent",
             "tasks_pkey",
             "tasks_search",
+            "tasks_series",
             "tasks_tags"
         ]
     );

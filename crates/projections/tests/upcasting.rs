@@ -43,6 +43,7 @@ fn history(n: usize) -> Vec<(UserId, TaskEvent)> {
             parent_id: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         }));
         events.push(TaskEvent::Started(TaskStarted {
             task_id,

@@ -220,6 +220,8 @@ mod tests {
             parent_id: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
+            reminders_fired: Vec::new(),
             status,
             created_at: at,
             updated_at: at + chrono::Duration::hours(1),

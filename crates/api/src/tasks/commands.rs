@@ -155,6 +155,7 @@ pub async fn create_task(
         placement,
         recurrence: new.recurrence,
         series: None,
+        reminders: new.reminders,
         at,
     });
     let outcome = execute(&state, &owner, task_id, command, &headers).await?;

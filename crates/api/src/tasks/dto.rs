@@ -87,6 +87,11 @@ pub struct CreateTaskRequest {
     /// (with its subtasks). Without `due_at`, the first occurrence is due at the end of the
     /// first day from today that the rule allows.
     pub recurrence: Option<RecurrenceRequest>,
+    /// When to remind you (at most 10; each must lie ahead). The scheduler fires each once, as
+    /// a `ReminderDue` event on the live feed and to webhooks.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub reminders: Vec<ReminderRequest>,
 }
 
 /// How a task repeats. Unknown fields are refused.
@@ -151,6 +156,11 @@ pub struct QuickAddTaskRequest {
     /// Make it a subtask of this task of yours (at most 4 levels deep).
     #[schema(value_type = Option<TaskIdText>)]
     pub parent_id: Option<String>,
+    /// When to remind you (at most 10; each must lie ahead; a lead time needs the due date
+    /// the text gives).
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub reminders: Vec<ReminderRequest>,
 }
 
 /// The body of `POST /v1/tasks`: the fields of a task, or one line of text to read them from.
@@ -196,6 +206,8 @@ pub struct CreateTaskInput {
     parent_id: Option<String>,
     #[serde(default, deserialize_with = "present")]
     recurrence: Option<Option<RecurrenceRequest>>,
+    #[serde(default)]
+    reminders: Vec<ReminderRequest>,
 }
 
 fn present_list<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
@@ -383,6 +395,49 @@ pub struct UpdateTaskRequest {
     /// The complete new tag list (`null` changes nothing).
     #[schema(value_type = Option<Vec<TagText>>, max_items = 20)]
     pub tags: Option<Vec<String>>,
+    /// The complete new reminder list (`null` changes nothing, `[]` removes them all); new
+    /// ones must lie ahead.
+    #[schema(max_items = 10)]
+    pub reminders: Option<Vec<ReminderRequest>>,
+}
+
+/// A reminder: at an instant, or a lead time before the due date (which it moves with).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ReminderRequest {
+    /// At an instant (it must lie ahead).
+    At {
+        /// When.
+        #[schema(value_type = DueAtInstant)]
+        at: String,
+    },
+    /// Minutes before the due date, 0 to 525,600 (a year); needs a due date.
+    BeforeDue {
+        /// How long before.
+        #[schema(value_type = i64, minimum = 0, maximum = 525600)]
+        before_due_minutes: WholeNumber,
+    },
+}
+
+/// Reads a reminder list as sent.
+fn reminders(list: &[ReminderRequest]) -> Result<Vec<domain::Reminder>, domain::FieldError> {
+    let read: Vec<domain::Reminder> = list
+        .iter()
+        .map(|r| match r {
+            ReminderRequest::At { at } => parse_instant("reminders", at).map(domain::Reminder::At),
+            ReminderRequest::BeforeDue { before_due_minutes } => {
+                u32::try_from(before_due_minutes.0)
+                    .map(domain::Reminder::BeforeDueMinutes)
+                    .map_err(|_| {
+                        domain::FieldError::new(
+                            "reminders",
+                            "before_due_minutes must be between 0 and 525600 (a year)",
+                        )
+                    })
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    domain::Reminder::parse_list(&read)
 }
 
 /// Completion details; the body may be omitted (or be `null`). Unknown fields are refused.
@@ -443,6 +498,7 @@ pub(crate) struct NewTask {
     pub time_zone: TimeZoneName,
     pub parent_id: Option<domain::TaskId>,
     pub recurrence: Option<Recurrence>,
+    pub reminders: Vec<domain::Reminder>,
 }
 
 /// A due date as sent: an RFC 3339 instant in the range [`DueAt::parse`] accepts.
@@ -470,6 +526,7 @@ impl CreateTaskRequest {
             time_zone: self.time_zone,
             parent_id: self.parent_id,
             recurrence: Some(self.recurrence),
+            reminders: self.reminders,
         }
         .fields()
     }
@@ -530,6 +587,7 @@ impl CreateTaskInput {
             .recurrence
             .flatten()
             .and_then(|r| checks.take(r.validate()));
+        let reminders = checks.take(reminders(&self.reminders)).unwrap_or_default();
         checks.finish()?;
         match (title, tags, time_zone) {
             (Some(title), Some(tags), Some(time_zone)) => Ok(NewTask {
@@ -543,6 +601,7 @@ impl CreateTaskInput {
                 time_zone,
                 parent_id,
                 recurrence,
+                reminders,
             }),
             _ => Err(ApiError::field("title", "invalid")),
         }
@@ -583,6 +642,7 @@ impl CreateTaskInput {
             .parent_id
             .as_deref()
             .and_then(|p| checks.take(parent_id(p)));
+        let reminders = checks.take(reminders(&self.reminders)).unwrap_or_default();
         checks.finish()?;
         let (Some(text), Some(time_zone)) = (text, time_zone) else {
             return Err(ApiError::field("text", "invalid"));
@@ -633,6 +693,7 @@ impl CreateTaskInput {
                 time_zone,
                 parent_id,
                 recurrence: reading.recurrence,
+                reminders,
             }),
             _ => Err(ApiError::field("text", "invalid")),
         }
@@ -678,6 +739,10 @@ impl UpdateTaskRequest {
                 .tags
                 .as_deref()
                 .and_then(|t| checks.take(Tag::parse_list(t))),
+            reminders: self
+                .reminders
+                .as_deref()
+                .and_then(|r| checks.take(reminders(r))),
         };
         checks.finish()?;
         Ok(changes)
@@ -745,6 +810,11 @@ pub struct TaskResponse {
     pub recurrence: Option<RecurrenceResponse>,
     /// Its series and place in it, for an occurrence of a repeating task.
     pub series: Option<SeriesResponse>,
+    /// Its reminders, as set.
+    #[schema(value_type = Vec<Object>)]
+    pub reminders: Vec<domain::Reminder>,
+    /// The next reminder instant still to fire; `null` when none is pending.
+    pub next_reminder_at: Option<DateTime<Utc>>,
     /// How its direct subtasks stand; `null` when it has none.
     pub subtasks: Option<SubtaskSummary>,
     /// Number of events so far; the `If-Match` value.
@@ -759,6 +829,7 @@ pub struct TaskResponse {
 impl From<TaskRecord> for TaskResponse {
     fn from(record: TaskRecord) -> Self {
         let task = record.task;
+        let next_reminder_at = task.next_reminder();
         TaskResponse {
             id: task.id.0,
             title: task.title.as_str().to_owned(),
@@ -788,6 +859,8 @@ impl From<TaskRecord> for TaskResponse {
                 id: s.series_id.0,
                 occurrence: s.occurrence,
             }),
+            reminders: task.reminders,
+            next_reminder_at,
             subtasks: None,
             version: task.version,
             position: record.position,

@@ -146,6 +146,7 @@ impl World {
                     placement: None,
                     recurrence: None,
                     series: None,
+                    reminders: Vec::new(),
                 }),
             )
             .await;

@@ -123,6 +123,7 @@ pub async fn write_history(
             placement: None,
             recurrence: None,
             series: None,
+            reminders: Vec::new(),
         });
         store
             .execute(&owner, *id, &create, None, &meta())
