@@ -480,7 +480,7 @@ async fn a_revoked_token_reads_nothing_and_another_users_token_never_shows_your_
     let bob_path = bob_minted["feed_path"].as_str().unwrap();
 
     let ann_feed = parse(&feed_text(&app, ann_path).await);
-    assert_eq!(uids(&ann_feed), [ann_task.clone()]);
+    assert_eq!(uids(&ann_feed), std::slice::from_ref(&ann_task));
     let bob_feed = parse(&feed_text(&app, bob_path).await);
     assert_eq!(bob_feed["todos"].as_array().unwrap().len(), 2);
     assert!(!uids(&bob_feed).contains(&ann_task));
