@@ -24,10 +24,13 @@ import datetime, json, sys
 import icalendar
 
 def utc(value):
+    """An instant in UTC (`…Z`), or a floating wall-clock time as it is (no `Z`)."""
     if value is None:
         return None
-    if not isinstance(value, datetime.datetime) or value.tzinfo is None:
-        return "not a UTC date-time: %r" % (value,)
+    if not isinstance(value, datetime.datetime):
+        return "not a date-time: %r" % (value,)
+    if value.tzinfo is None:
+        return value.strftime("%Y-%m-%dT%H:%M:%S")
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 calendar = icalendar.Calendar.from_ical(sys.stdin.buffer.read())
@@ -314,6 +317,15 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
                "recurrence": {"rule": "FREQ=WEEKLY;BYDAY=MO", "mode": "fixed"}}),
     )
     .await;
+    // A repeating one of someone in Tokyo: Monday 08:00 there is Sunday 23:00 UTC, so its
+    // dates are Tokyo's wall clock, or BYDAY=MO would land on the wrong day.
+    let tokyo = created(
+        &app,
+        &token,
+        json!({"title": "Weekly plan", "due_at": "2030-03-03T23:00:00Z", "time_zone": "Asia/Tokyo",
+               "recurrence": {"rule": "FREQ=WEEKLY;BYDAY=MO", "mode": "fixed"}}),
+    )
+    .await;
     // Finished ones stay out.
     let done = created(&app, &token, json!({"title": "Done already"})).await;
     transition(
@@ -350,7 +362,8 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
             van.clone(),
             started.clone(),
             paused.clone(),
-            weekly.clone()
+            weekly.clone(),
+            tokyo.clone()
         ])
     );
 
@@ -424,6 +437,10 @@ async fn the_feed_of_unfinished_tasks_parses_with_icalendar_and_carries_every_fi
     assert_eq!(team_sync["rrule"], "FREQ=WEEKLY;BYDAY=MO");
     assert_eq!(team_sync["due"], "2030-03-04T09:00:00Z");
     assert_eq!(team_sync["status"], "NEEDS-ACTION");
+
+    let weekly_plan = todo(&parsed, &tokyo);
+    assert_eq!(weekly_plan["rrule"], "FREQ=WEEKLY;BYDAY=MO");
+    assert_eq!(weekly_plan["due"], "2030-03-04T08:00:00");
 
     let book = todo(&parsed, &paused);
     assert_eq!(book["status"], "IN-PROCESS");

@@ -83,13 +83,10 @@ pub async fn insert(
     }))
 }
 
-/// A stored token's columns, as `list` reads them.
-type TokenColumns = (Uuid, Option<String>, DateTime<Utc>, Option<DateTime<Utc>>);
-
 /// The live (unrevoked) tokens of `owner`, oldest first.
 #[tracing::instrument(skip_all, fields(owner = %owner), err)]
 pub async fn list(pool: &PgPool, owner: &UserId) -> Result<Vec<FeedToken>, ProjectionError> {
-    let rows: Vec<TokenColumns> = sqlx::query_as(
+    let rows: Vec<FeedTokenRow> = sqlx::query_as(
         "SELECT id, label, created_at, last_used_at FROM calendar_feed_tokens
           WHERE owner_id = $1 AND revoked_at IS NULL
           ORDER BY created_at, id",
@@ -99,13 +96,22 @@ pub async fn list(pool: &PgPool, owner: &UserId) -> Result<Vec<FeedToken>, Proje
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, label, created_at, last_used_at)| FeedToken {
-            id,
-            label,
-            created_at,
-            last_used_at,
+        .map(|row| FeedToken {
+            id: row.id,
+            label: row.label,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
         })
         .collect())
+}
+
+/// A row of the list, as selected.
+#[derive(sqlx::FromRow)]
+struct FeedTokenRow {
+    id: Uuid,
+    label: Option<String>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
 }
 
 /// Revokes token `id` of `owner`. `false` when they hold no live token of that id (someone

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use domain::{Priority, Task, TaskStatus};
 use projections::queries::{self, ChildCounts};
 
-use crate::calendar::ics::{self, Todo, TodoStatus};
+use crate::calendar::ics::{self, Todo, TodoStatus, When};
 use crate::calendar::{feed_token_hash, is_feed_token_shaped};
 use crate::limits::FeedParams;
 use crate::problem::{ApiError, Problem};
@@ -47,9 +47,13 @@ pub fn percent_complete(subtasks: Option<&ChildCounts>) -> u8 {
 /// The VTODO of an unfinished task; `None` for a finished one (completed, cancelled or
 /// archived), which the feed leaves out.
 ///
-/// Every instant is written in UTC. `DTSTART` is the start date, left out when it falls after
-/// the due date: RFC 5545 requires a to-do's `DUE` to be no earlier than its `DTSTART`, and the
-/// due date is the firmer of the two.
+/// Instants are written in UTC, except those of a repeating task whose owner works in a zone
+/// other than UTC: its rule is expanded in that zone (09:00 stays 09:00 across a change of
+/// daylight saving time, and `BYDAY=MO` means the owner's Monday), which a UTC start would
+/// misplace, so its dates are written as floating wall-clock times of the owner's zone, which
+/// clients expand in the zone they show (the owner's, for the owner's calendar). `DTSTART` is
+/// the start date, left out when it falls after the due date: RFC 5545 requires a to-do's
+/// `DUE` to be no earlier than its `DTSTART`, and the due date is the firmer of the two.
 pub fn todo_of(task: &Task, subtasks: Option<&ChildCounts>) -> Option<Todo> {
     let status = match task.status {
         TaskStatus::Open => TodoStatus::NeedsAction,
@@ -59,6 +63,19 @@ pub fn todo_of(task: &Task, subtasks: Option<&ChildCounts>) -> Option<Todo> {
     let start = task
         .starts_at
         .filter(|start| task.due_at.is_none_or(|due| *start <= due));
+    let rrule = task
+        .recurrence
+        .as_ref()
+        .filter(|_| task.due_at.is_some())
+        .map(|r| remaining_rule(&r.rule, task.series.as_ref()));
+    let zone = task.time_zone.tz();
+    let written = |instant: chrono::DateTime<chrono::Utc>| {
+        if rrule.is_some() && zone != chrono_tz::UTC {
+            When::Floating(instant.with_timezone(&zone).naive_local())
+        } else {
+            When::Utc(instant)
+        }
+    };
     Some(Todo {
         uid: task.id.to_string(),
         stamp: task.updated_at,
@@ -66,13 +83,9 @@ pub fn todo_of(task: &Task, subtasks: Option<&ChildCounts>) -> Option<Todo> {
         last_modified: task.updated_at,
         summary: task.title.as_str().to_owned(),
         description: task.description.as_ref().map(|d| d.as_str().to_owned()),
-        start,
-        due: task.due_at,
-        rrule: task
-            .recurrence
-            .as_ref()
-            .filter(|_| task.due_at.is_some())
-            .map(|r| remaining_rule(&r.rule, task.series.as_ref())),
+        start: start.map(written),
+        due: task.due_at.map(written),
+        rrule,
         parent_uid: task.parent_id.map(|parent| parent.to_string()),
         status,
         priority: ics_priority(task.priority),
@@ -119,8 +132,10 @@ fn feed_token(raw: Option<&str>) -> Result<String, ApiError> {
 /// is a VTODO with UID, DTSTAMP, CREATED, LAST-MODIFIED, SUMMARY, DESCRIPTION, DTSTART (its
 /// start date), DUE, RRULE (a repeating task), RELATED-TO;RELTYPE=PARENT (subtasks), STATUS (NEEDS-ACTION, or
 /// IN-PROCESS once started), PRIORITY (urgent 1, high 3, medium 5, low 7, none 0),
-/// PERCENT-COMPLETE (from its subtasks) and CATEGORIES (tags); instants in UTC. At most
-/// 10,000 tasks, those due or starting soonest first.
+/// PERCENT-COMPLETE (from its subtasks) and CATEGORIES (tags). Instants are in UTC, except
+/// for a repeating task of an owner in another zone: its rule is expanded in that zone, so its
+/// dates are floating wall-clock times of it. At most 10,000 tasks, those due or starting
+/// soonest first.
 #[utoipa::path(
     get, path = "/v1/calendar.ics", tag = "calendar",
     params(FeedParams),
@@ -282,8 +297,8 @@ mod tests {
         assert_eq!(todo.created, full.created_at);
         assert_eq!(todo.summary, "Pay rent");
         assert_eq!(todo.description.as_deref(), Some("Before the 1st"));
-        assert_eq!(todo.start, full.starts_at);
-        assert_eq!(todo.due, full.due_at);
+        assert_eq!(todo.start, full.starts_at.map(When::Utc));
+        assert_eq!(todo.due, full.due_at.map(When::Utc));
         assert_eq!(
             todo.parent_uid.as_deref(),
             Some("00000000-0000-0000-0000-000000000007")
@@ -299,10 +314,13 @@ mod tests {
         late.starts_at = Some(Utc.with_ymd_and_hms(2030, 1, 2, 9, 0, 0).unwrap());
         let todo = todo_of(&late, None).unwrap();
         assert_eq!(todo.start, None);
-        assert_eq!(todo.due, late.due_at);
+        assert_eq!(todo.due, late.due_at.map(When::Utc));
         // Without a due date the start stands alone.
         late.due_at = None;
-        assert_eq!(todo_of(&late, None).unwrap().start, late.starts_at);
+        assert_eq!(
+            todo_of(&late, None).unwrap().start,
+            late.starts_at.map(When::Utc)
+        );
     }
 
     #[test]
@@ -334,6 +352,37 @@ mod tests {
         assert_eq!(
             remaining_rule("FREQ=DAILY;INTERVAL=2", None),
             "FREQ=DAILY;INTERVAL=2"
+        );
+    }
+
+    #[test]
+    fn given_a_repeating_task_of_a_zone_then_its_dates_are_that_zones_wall_clock() {
+        let mut tokyo = task(TaskStatus::Open);
+        tokyo.time_zone = TimeZoneName::from_trusted("Asia/Tokyo".into());
+        // Monday 08:00 in Tokyo is Sunday 23:00 in UTC: BYDAY=MO must see the Monday.
+        tokyo.due_at = Some(Utc.with_ymd_and_hms(2030, 3, 3, 23, 0, 0).unwrap());
+        let monday_8am = chrono::NaiveDate::from_ymd_opt(2030, 3, 4)
+            .unwrap()
+            .and_hms_opt(8, 0, 0)
+            .unwrap();
+        // Not repeating: the instant, in UTC.
+        assert_eq!(
+            todo_of(&tokyo, None).unwrap().due,
+            tokyo.due_at.map(When::Utc)
+        );
+        tokyo.recurrence = Some(
+            domain::Recurrence::parse("FREQ=WEEKLY;BYDAY=MO", domain::RecurrenceMode::Fixed)
+                .unwrap(),
+        );
+        assert_eq!(
+            todo_of(&tokyo, None).unwrap().due,
+            Some(When::Floating(monday_8am))
+        );
+        // A repeating task of a UTC owner stays in UTC.
+        tokyo.time_zone = TimeZoneName::from_trusted("UTC".into());
+        assert_eq!(
+            todo_of(&tokyo, None).unwrap().due,
+            tokyo.due_at.map(When::Utc)
         );
     }
 

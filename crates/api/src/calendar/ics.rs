@@ -2,13 +2,13 @@
 //!
 //! Written by hand rather than with a crate because the subset is small and its rules are
 //! the whole difficulty: content lines end in CRLF and are folded at 75 octets (never inside
-//! a UTF-8 character), TEXT values escape `\`, `;`, `,` and line breaks, and every instant is
-//! written in UTC (`YYYYMMDDTHHMMSSZ`), so no VTIMEZONE is needed. Pure: the caller supplies
-//! every value, this only spells them.
+//! a UTF-8 character), TEXT values escape `\`, `;`, `,` and line breaks, and instants are
+//! written in UTC (`YYYYMMDDTHHMMSSZ`) or as floating local times ([`When`]), so no
+//! VTIMEZONE is needed. Pure: the caller supplies every value, this only spells them.
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// The longest content line, in octets, before it is folded (RFC 5545 §3.1).
 pub const MAX_LINE_OCTETS: usize = 75;
@@ -38,6 +38,25 @@ impl TodoStatus {
     }
 }
 
+/// A DATE-TIME value (RFC 5545 §3.3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// An instant, written in UTC: `20300131T170000Z`.
+    Utc(DateTime<Utc>),
+    /// A wall-clock time with no zone ("floating"), which clients read in the zone they show
+    /// the calendar in: `20300131T090000`.
+    Floating(NaiveDateTime),
+}
+
+impl When {
+    fn value(self) -> String {
+        match self {
+            When::Utc(instant) => utc(instant),
+            When::Floating(local) => local.format("%Y%m%dT%H%M%S").to_string(),
+        }
+    }
+}
+
 /// One VTODO, its values as they will be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Todo {
@@ -56,9 +75,9 @@ pub struct Todo {
     /// `DESCRIPTION`, if any.
     pub description: Option<String>,
     /// `DTSTART`, if any.
-    pub start: Option<DateTime<Utc>>,
+    pub start: Option<When>,
     /// `DUE`, if any.
-    pub due: Option<DateTime<Utc>>,
+    pub due: Option<When>,
     /// `RRULE` value (`FREQ=WEEKLY;BYDAY=MO`), written as given, if any.
     pub rrule: Option<String>,
     /// `RELATED-TO;RELTYPE=PARENT`: the UID of the to-do this one is a part of.
@@ -174,10 +193,10 @@ impl Lines {
             self.text("DESCRIPTION", description);
         }
         if let Some(start) = todo.start {
-            self.instant("DTSTART", start);
+            self.raw("DTSTART", &start.value());
         }
         if let Some(due) = todo.due {
-            self.instant("DUE", due);
+            self.raw("DUE", &due.value());
         }
         if let Some(rule) = &todo.rrule {
             self.raw("RRULE", rule);
@@ -320,8 +339,13 @@ mod tests {
     fn every_field_of_a_todo_is_written_with_its_property() {
         let full = Todo {
             description: Some("Line one\nLine two; with, punctuation".into()),
-            start: Some(at(2030, 1, 28, 8, 0, 0)),
-            due: Some(at(2030, 1, 31, 17, 0, 0)),
+            start: Some(When::Utc(at(2030, 1, 28, 8, 0, 0))),
+            due: Some(When::Floating(
+                chrono::NaiveDate::from_ymd_opt(2030, 1, 31)
+                    .unwrap()
+                    .and_hms_opt(17, 0, 0)
+                    .unwrap(),
+            )),
             rrule: Some("FREQ=MONTHLY;BYMONTHDAY=1".into()),
             parent_uid: Some("0191e0c2-0000-7000-8000-000000000000".into()),
             status: TodoStatus::InProcess,
@@ -340,7 +364,7 @@ mod tests {
             "SUMMARY:Pay rent",
             r"DESCRIPTION:Line one\nLine two\; with\, punctuation",
             "DTSTART:20300128T080000Z",
-            "DUE:20300131T170000Z",
+            "DUE:20300131T170000",
             "RRULE:FREQ=MONTHLY;BYMONTHDAY=1",
             "RELATED-TO;RELTYPE=PARENT:0191e0c2-0000-7000-8000-000000000000",
             "STATUS:IN-PROCESS",
