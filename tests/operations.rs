@@ -116,6 +116,16 @@ async fn every_operation_in_the_openapi_document_is_a_served_route_and_vice_vers
         "POST /v1/tasks/{id}/archive",
         "POST /v1/tasks/{id}/cancel",
         "POST /v1/tasks/{id}/move",
+        "POST /v1/tasks/parse",
+        "GET /v1/calendar.ics",
+        "GET /v1/calendar/tokens",
+        "POST /v1/calendar/tokens",
+        "DELETE /v1/calendar/tokens/{id}",
+        "GET /v1/webhooks",
+        "POST /v1/webhooks",
+        "DELETE /v1/webhooks/{id}",
+        "GET /v1/webhooks/{id}/failures",
+        "POST /v1/webhooks/{id}/failures/{position}/redeliver",
     ];
     expected.sort();
     assert_eq!(operations, expected);

@@ -215,12 +215,12 @@ async fn queries_read_their_own_writes_from_the_replica_and_wait_on_its_checkpoi
         waits[waits.len() - 1]
     );
 
-    // The replica answered every query, and the application's sessions are on the replica,
-    // not on the primary.
+    // The replica answered every query (two per read: the task or page, then its subtask
+    // counts), and the application's sessions are on the replica, not on the primary.
     let metrics = app.metrics().await;
     assert_eq!(
         counter(&metrics, FROM_REPLICA),
-        rounds as u64 + 2,
+        2 * (rounds as u64 + 2),
         "{metrics}"
     );
     assert_eq!(counter(&metrics, FROM_PRIMARY_INSTEAD), 0, "{metrics}");
@@ -264,7 +264,7 @@ async fn queries_read_their_own_writes_from_the_replica_and_wait_on_its_checkpoi
     let metrics = app.metrics().await;
     assert_eq!(
         counter(&metrics, FROM_REPLICA),
-        rounds as u64 + 3,
+        2 * (rounds as u64 + 3),
         "{metrics}"
     );
     assert_eq!(counter(&metrics, FROM_PRIMARY_INSTEAD), 0, "{metrics}");
@@ -288,7 +288,8 @@ async fn a_stopped_replica_sends_queries_to_the_primary_and_readiness_reports_it
     let token = app.token("sam");
     let (id, position) = create(&app, &token, "before the outage").await;
     assert_eq!(app.get_task(&token, &id, position).await.status(), 200);
-    assert_eq!(counter(&app.metrics().await, FROM_REPLICA), 1);
+    // Two queries: the task, and its subtask counts.
+    assert_eq!(counter(&app.metrics().await, FROM_REPLICA), 2);
 
     // The replica dies; queries keep working, answered by the primary, read-your-writes
     // included (the wait moves to the primary's checkpoint).
@@ -331,7 +332,8 @@ async fn a_stopped_replica_sends_queries_to_the_primary_and_readiness_reports_it
         answered_by_replica,
         "{metrics}"
     );
-    assert_eq!(counter(&metrics, FROM_PRIMARY_INSTEAD), 7, "{metrics}");
+    // Five reads and the list, each with its subtask counts, and the insights.
+    assert_eq!(counter(&metrics, FROM_PRIMARY_INSTEAD), 13, "{metrics}");
 
     // Readiness: still ready (the primary answers), degraded, the replica reported down.
     let (status, body) = readiness(&app).await;
@@ -354,6 +356,6 @@ async fn a_stopped_replica_sends_queries_to_the_primary_and_readiness_reports_it
     assert_eq!(app.get_task(&token, &id, position).await.status(), 200);
     assert_eq!(
         counter(&app.metrics().await, FROM_REPLICA),
-        answered_by_replica + 1
+        answered_by_replica + 2
     );
 }

@@ -121,14 +121,25 @@ async fn a_calendar_feed_token(app: &TestApp) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_with_every_check_finds_nothing_wrong_with_the_documented_api() {
     require_pinned_schemathesis().await;
-    let app = TestApp::spawn_with(&[
-        // Thousands of requests in a minute from one user and one address.
-        ("TASKMASTER_RATE_LIMIT_USER", "0"),
-        ("TASKMASTER_RATE_LIMIT_IP", "0"),
-        ("TASKMASTER_ML_RETRAIN_AFTER", "10"),
-        // Generated positions the log has reached but the read model not yet: keep waits short.
-        ("TASKMASTER_READ_WAIT_MS", "1000"),
-    ])
+    // Every role but automation: the endpoints schemathesis registers are never called (the
+    // hooks point valid ones at loopback's discard port anyway), and no generated reminder or
+    // recurrence acts behind its back.
+    let roles = taskmaster::Roles {
+        automation: false,
+        ..taskmaster::Roles::all()
+    };
+    let app = TestApp::spawn_roles(
+        testkit::TestDatabase::planned(),
+        roles,
+        &[
+            // Thousands of requests in a minute from one user and one address.
+            ("TASKMASTER_RATE_LIMIT_USER", "0"),
+            ("TASKMASTER_RATE_LIMIT_IP", "0"),
+            ("TASKMASTER_ML_RETRAIN_AFTER", "10"),
+            // Generated positions the log has reached but the read model not yet: keep waits short.
+            ("TASKMASTER_READ_WAIT_MS", "1000"),
+        ],
+    )
     .await;
     let token = app.token("schemathesis");
     train_a_first_model(&app, &token).await;

@@ -110,7 +110,7 @@ async fn a_start_date_is_kept_apart_from_the_due_date_and_drives_the_available_f
         .is_empty());
     let history = app.history(&token, &later).await;
     assert_eq!(history["items"][1]["event_type"], "TaskUpdated");
-    assert_eq!(history["items"][1]["event_version"], 2);
+    assert_eq!(history["items"][1]["event_version"], 3);
     assert_eq!(history["items"][1]["data"]["starts_at"], Value::Null);
 
     // Bad values name their field, and nothing is written.
@@ -265,7 +265,7 @@ async fn a_cancelled_task_keeps_its_reason_refuses_work_and_can_be_reopened() {
             "TaskReopened"
         ]
     );
-    assert_eq!(history["items"][0]["event_version"], 4);
+    assert_eq!(history["items"][0]["event_version"], 5);
     assert_eq!(history["items"][2]["data"]["reason"], "plans changed");
 
     let verify = app.cli().arg("verify").output().unwrap();

@@ -179,7 +179,7 @@ async fn subtasks_nest_four_deep_and_no_deeper_and_never_under_themselves() {
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["TaskCreated", "TaskMoved", "TaskMoved"]);
-    assert_eq!(history["items"][0]["event_version"], 4);
+    assert_eq!(history["items"][0]["event_version"], 5);
     assert_eq!(history["items"][0]["data"]["parent_id"], l1.as_str());
     assert_eq!(history["items"][2]["data"]["parent_id"], Value::Null);
 

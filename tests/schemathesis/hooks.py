@@ -13,6 +13,14 @@ Likewise a recurrence rule: the document bounds its shape (KEY=VALUE parts), but
 a rule RFC 5545 and the server accept (known keys, a frequency of daily or less, at most 1,000
 occurrences a year) no pattern can say, so valid cases that carry one send a known good rule.
 
+Likewise reminders: whether one lies ahead, and whether a lead time has a due date to count
+back from, depends on the clock and on the task, which no schema can say, so valid cases that
+carry reminders send one instant far ahead.
+
+Likewise a webhook URL: the document bounds its shape, and valid cases register the discard
+port on loopback, so that nothing this run registers could ever be called outside the
+machine (the instance runs no delivery worker either).
+
 Likewise a calendar feed token is a secret only the server makes: a generated one is always
 refused (401, as documented), so valid cases of GET /v1/calendar.ics read the feed with a live
 token the test minted (TASKMASTER_SCHEMATHESIS_FEED_TOKEN, of another user than the one
@@ -37,8 +45,19 @@ def _with_valid_references(case):
             recurrence["rule"] = "FREQ=WEEKLY;INTERVAL=2"
         if case.path == "/v1/tasks":
             case.body.pop("parent_id", None)
+        if case.path in ("/v1/tasks", "/v1/predictions") and "reminders" in case.body:
+            case.body["reminders"] = [{"at": "2099-06-01T09:00:00Z"}]
+        if case.path == "/v1/webhooks" and "url" in case.body:
+            case.body["url"] = "http://127.0.0.1:9/schemathesis"
         elif case.path == "/v1/tasks/{id}/move":
             case.body["parent_id"] = None
+    if (
+        case.method.upper() == "PATCH"
+        and case.path == "/v1/tasks/{id}"
+        and isinstance(case.body, dict)
+        and case.body.get("reminders")
+    ):
+        case.body["reminders"] = [{"at": "2099-06-01T09:00:00Z"}]
     if FEED_TOKEN and case.method.upper() == "GET" and case.path == "/v1/calendar.ics":
         case.query = {**(case.query or {}), "token": FEED_TOKEN}
     return case

@@ -262,7 +262,7 @@ pub async fn webhook_failures(
     post, path = "/v1/webhooks/{id}/failures/{position}/redeliver", tag = "webhooks",
     params(
         ("id" = Uuid, Path, description = "Endpoint id"),
-        ("position" = i64, Path, minimum = 1, description = "The failed delivery's event position"),
+        ("position" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64, description = "The failed delivery's event position"),
     ),
     responses(
         (status = 202, description = "Queued for delivery again"),

@@ -141,6 +141,7 @@ async fn a_rebuild_swaps_in_a_model_equal_to_the_log_while_queries_and_the_live_
     assert_eq!(
         indexes,
         [
+            "tasks_next_reminder",
             "tasks_owner_completed",
             "tasks_owner_created",
             "tasks_owner_due",

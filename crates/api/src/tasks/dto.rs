@@ -406,17 +406,27 @@ pub struct UpdateTaskRequest {
 #[serde(untagged)]
 pub enum ReminderRequest {
     /// At an instant (it must lie ahead).
-    At {
-        /// When.
-        #[schema(value_type = DueAtInstant)]
-        at: String,
-    },
-    /// Minutes before the due date, 0 to 525,600 (a year); needs a due date.
-    BeforeDue {
-        /// How long before.
-        #[schema(value_type = i64, minimum = 0, maximum = 525600)]
-        before_due_minutes: WholeNumber,
-    },
+    At(ReminderAt),
+    /// Minutes before the due date; needs a due date.
+    BeforeDue(ReminderBeforeDue),
+}
+
+/// A reminder at an instant. Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderAt {
+    /// When.
+    #[schema(value_type = DueAtInstant)]
+    pub at: String,
+}
+
+/// A reminder some minutes before the due date. Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderBeforeDue {
+    /// How long before, 0 to 525,600 minutes (a year).
+    #[schema(value_type = i64, minimum = 0, maximum = 525600)]
+    pub before_due_minutes: WholeNumber,
 }
 
 /// Reads a reminder list as sent.
@@ -424,8 +434,10 @@ fn reminders(list: &[ReminderRequest]) -> Result<Vec<domain::Reminder>, domain::
     let read: Vec<domain::Reminder> = list
         .iter()
         .map(|r| match r {
-            ReminderRequest::At { at } => parse_instant("reminders", at).map(domain::Reminder::At),
-            ReminderRequest::BeforeDue { before_due_minutes } => {
+            ReminderRequest::At(ReminderAt { at }) => {
+                parse_instant("reminders", at).map(domain::Reminder::At)
+            }
+            ReminderRequest::BeforeDue(ReminderBeforeDue { before_due_minutes }) => {
                 u32::try_from(before_due_minutes.0)
                     .map(domain::Reminder::BeforeDueMinutes)
                     .map_err(|_| {
