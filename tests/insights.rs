@@ -294,6 +294,19 @@ async fn erasing_a_user_drops_their_cached_insights() {
     assert_eq!(completed_30d(&body), 1);
     let key = format!("taskmaster:{}:insights:v1:erin", app.prefix);
     assert!(redis.exists(&key).await);
+    // The insights worker refreshes the user once their events go quiet; let that happen
+    // first, so it cannot write the value back after the erasure removed it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !exposition(&app)
+        .await
+        .contains(r#"taskmaster_insights_refreshes_total{outcome="stored"}"#)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no insights refresh within 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let output = app
         .cli()
