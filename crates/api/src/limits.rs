@@ -83,9 +83,6 @@ pub const PARENT_FILTER_PATTERN: &str =
 /// prefix, letters, digits and the punctuation RRULE values use.
 pub const RRULE_PATTERN: &str =
     r"^(RRULE:)?[A-Za-z]+=[A-Za-z0-9,+-]+(;[A-Za-z]+=[A-Za-z0-9,+-]+)*;?$";
-/// A webhook URL: `http(s)://`, an ASCII host name or an IP literal, an optional port, and
-/// visible ASCII after it (a name with other characters must be sent in its `xn--` form).
-pub const WEBHOOK_URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$";
 /// What a cursor is made of (base64url without padding); only the server makes valid ones.
 pub const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 /// Visible ASCII, spaces inside only (HTTP drops them around a header value).
@@ -242,7 +239,7 @@ text_schema!(
     /// A webhook URL as the document states it ([`webhooks::TargetPolicy::check`]).
     WebhookUrlText,
     "WebhookUrl",
-    string(webhooks::target::MAX_URL_CHARS, Some(WEBHOOK_URL_PATTERN))
+    string(webhooks::target::MAX_URL_CHARS, Some(webhooks::target::URL_PATTERN))
         .description(Some(
             "An absolute http or https URL without credentials, at most 2048 characters; in \
              production not a loopback, private or link-local address (nor a name resolving to one)."

@@ -10,6 +10,15 @@ use crate::error::WebhookError;
 /// Longest endpoint URL, in characters.
 pub const MAX_URL_CHARS: usize = 2048;
 
+/// The shape of an endpoint URL, as the OpenAPI document states it and [`TargetPolicy::check`]
+/// enforces it: `http(s)://`, an ASCII host name (a name with other characters is sent in its
+/// `xn--` form) or an IP literal, an optional port, and visible ASCII after it. The URL parser
+/// alone would take more (`http://0*/`), so the shape is checked first.
+pub const URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][!-~]*)?$";
+
+static URL_SHAPE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(URL_PATTERN).expect("a valid pattern"));
+
 /// Whether private targets may be called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetPolicy {
@@ -60,6 +69,13 @@ impl TargetPolicy {
         if url.chars().count() > MAX_URL_CHARS {
             return Err(WebhookError::Target(
                 "must be at most 2048 characters".into(),
+            ));
+        }
+        if !URL_SHAPE.is_match(url) {
+            return Err(WebhookError::Target(
+                "must be an http(s) URL with an ASCII host name or IP address, an optional \
+                 port, and visible ASCII characters after it"
+                    .into(),
             ));
         }
         let parsed = reqwest::Url::parse(url)
@@ -168,6 +184,9 @@ mod tests {
             "file:///etc/passwd",
             "https://user:pass@93.184.216.34/hook",
             "not a url",
+            "HTTP://0*",
+            "http://exämple.com/",
+            "http://example.com:65536/",
         ] {
             assert!(strict.check(url).await.is_err(), "{url}");
         }
