@@ -45,14 +45,32 @@ impl Replica {
         );
         let server = PostgresServer::allocate("tm-replica").await;
         let started = Instant::now();
-        let mut backup = as_postgres(server.bin(), "pg_basebackup");
-        backup
-            .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-D"])
-            .arg(server.data())
-            // -R: standby.signal and primary_conninfo; -c fast: do not wait for a spread
-            // checkpoint (minutes) before copying.
-            .args(["-R", "-X", "stream", "-c", "fast"]);
-        run(backup, "pg_basebackup");
+        // The primary is shared with every other test, and a copy can be cut off by what they
+        // do to it (a database dropped WITH (FORCE) ends its sessions): a cut-off copy removes
+        // its directory, and is taken again, a few times at most.
+        for attempt in 1..=3 {
+            let mut backup = as_postgres(server.bin(), "pg_basebackup");
+            backup
+                .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-D"])
+                .arg(server.data())
+                // -R: standby.signal and primary_conninfo; -c fast: do not wait for a spread
+                // checkpoint (minutes) before copying.
+                .args(["-R", "-X", "stream", "-c", "fast"]);
+            if attempt == 3 {
+                run(backup, "pg_basebackup");
+                break;
+            }
+            let output = backup.output().expect("pg_basebackup runs");
+            if output.status.success() {
+                break;
+            }
+            eprintln!(
+                "pg_basebackup attempt {attempt} failed, taking it again: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let _ = std::fs::remove_dir_all(server.data());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         // Debian keeps the configuration outside the data directory: the copy has none.
         std::fs::write(
             server.data().join("postgresql.conf"),
