@@ -422,14 +422,15 @@ impl Application {
         };
         let automation = match (&command_path, &reads) {
             (Some(path), Some(reads)) if roles.automation => {
+                let context = automation::Context::new(
+                    path.clone(),
+                    reads.clone(),
+                    settings.read_wait_timeout,
+                );
                 let runtime = automation::Runtime::new(
                     async_nats::jetstream::new(client.clone()),
                     naming.clone(),
-                    automation::Context::new(
-                        path.clone(),
-                        reads.clone(),
-                        settings.read_wait_timeout,
-                    ),
+                    context.clone(),
                     automation::automations(),
                     metrics.clone(),
                     automation::RuntimeOptions::default(),
@@ -440,11 +441,7 @@ impl Application {
                     .await
                     .context("creating the automation consumer")?;
                 let scheduler = automation::reminders::ReminderScheduler::new(
-                    automation::Context::new(
-                        path.clone(),
-                        reads.clone(),
-                        settings.read_wait_timeout,
-                    ),
+                    context,
                     metrics.clone(),
                     automation::reminders::SchedulerOptions::default(),
                 );

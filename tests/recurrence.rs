@@ -69,16 +69,10 @@ async fn get(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 async fn history(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/history")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["items"].as_array().unwrap().clone()
+    app.history(token, id).await["items"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Polls `query` until it lists `count` tasks (within 15 s), and returns them.
@@ -127,16 +121,6 @@ async fn until_reactions(app: &TestApp, automation: &str, count: f64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn assert_clean_verify(app: &TestApp) {
-    let verify = app.cli().arg("verify").output().unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
 }
 
 fn count_of(events: &[Value], event_type: &str) -> usize {
@@ -249,7 +233,7 @@ async fn a_finished_occurrence_brings_the_next_one_with_its_subtasks_once() {
     assert_eq!(series.len(), 2, "still one occurrence 2: {series:?}");
     let subtree = list(&app, &token, &format!("subtree={next_id}")).await;
     assert_eq!(subtree.len(), 4, "its subtasks copied once");
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +271,7 @@ async fn cancelling_brings_the_next_occurrence_too_and_a_count_ends_the_series()
     until_reactions(&app, "recurrence", 2.0).await;
     let series = list(&app, &token, &format!("series={first}")).await;
     assert_eq!(series.len(), 2, "COUNT=2: the series ended");
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +326,7 @@ async fn completing_a_parent_with_cascade_completes_each_open_subtask_exactly_on
         assert_eq!(count_of(&events, "TaskCompleted"), 1, "{id} completed once");
     }
     assert_eq!(get(&app, &token, &other).await["status"], "open");
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +390,7 @@ async fn two_runtimes_and_a_restart_issue_each_next_occurrence_once() {
     assert_eq!(all.len(), 24, "12 series of 2 occurrences");
     one.stop().await;
     two.stop().await;
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,5 +525,5 @@ async fn an_automation_dead_letter_is_listed_retried_after_a_fix_and_discarded()
         refused.contains("no recurrence dead letter at position"),
         "{refused}"
     );
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
 }

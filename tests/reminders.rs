@@ -27,15 +27,7 @@ async fn created(app: &TestApp, token: &str, body: Value) -> String {
 }
 
 async fn history(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/history")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["items"]
+    app.history(token, id).await["items"]
         .as_array()
         .unwrap()
         .clone()

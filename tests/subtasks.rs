@@ -65,16 +65,6 @@ async fn position_of(response: reqwest::Response) -> u64 {
         .unwrap()
 }
 
-fn assert_clean_verify(app: &TestApp) {
-    let verify = app.cli().arg("verify").output().unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
-}
-
 #[tokio::test]
 async fn subtasks_nest_four_deep_and_no_deeper_and_never_under_themselves() {
     let app = TestApp::spawn().await;
@@ -183,7 +173,7 @@ async fn subtasks_nest_four_deep_and_no_deeper_and_never_under_themselves() {
     assert_eq!(history["items"][0]["data"]["parent_id"], l1.as_str());
     assert_eq!(history["items"][2]["data"]["parent_id"], Value::Null);
 
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
     app.stop().await;
 }
 
@@ -256,7 +246,7 @@ async fn a_parent_must_be_one_of_your_own_live_tasks() {
     // Nothing refused was written.
     let position = app.create_ok(&stranger, "probe").await.2;
     assert_eq!(listed(&app, &stranger, "", position).await.len(), 2);
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
     app.stop().await;
 }
 
@@ -435,6 +425,6 @@ async fn completing_a_parent_with_open_subtasks_is_a_409_naming_them() {
     assert_eq!(task["status"], "completed");
     assert_eq!(task["version"], 2);
 
-    assert_clean_verify(&app);
+    app.assert_verify_clean();
     app.stop().await;
 }

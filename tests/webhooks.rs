@@ -322,3 +322,56 @@ async fn production_rules_refuse_inward_and_non_http_urls_and_unknown_event_type
         "nothing was written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_twenty_endpoints_and_malformed_ids_are_refused() {
+    let app = TestApp::spawn().await;
+    // This user creates no task, so nothing is ever delivered to loopback's discard port.
+    let token = app.token("cap");
+    for n in 0..20 {
+        let created = register(
+            &app,
+            &token,
+            json!({"url": format!("http://127.0.0.1:9/hook/{n}")}),
+        )
+        .await;
+        assert_eq!(created.status(), 201, "endpoint {n}");
+    }
+    let body = problem(
+        register(&app, &token, json!({"url": "http://127.0.0.1:9/hook/20"})).await,
+        409,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("20"), "{body}");
+    // Another user is not limited by this one's endpoints.
+    let other = register(
+        &app,
+        &app.token("free"),
+        json!({"url": "http://127.0.0.1:9/other"}),
+    )
+    .await;
+    assert_eq!(other.status(), 201);
+
+    let id = uuid::Uuid::now_v7();
+    for (path, status) in [
+        ("/v1/webhooks/not-a-uuid/failures".to_owned(), 400),
+        (format!("/v1/webhooks/{id}/failures"), 404),
+    ] {
+        let response = app
+            .http
+            .get(app.url(&path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        problem(response, status).await;
+    }
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/webhooks/{id}/failures/-1/redeliver")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    problem(response, 400).await;
+}

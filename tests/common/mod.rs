@@ -225,6 +225,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Runs `taskmaster verify` on this instance and asserts the read model equals the log.
+    pub fn assert_verify_clean(&self) {
+        let verify = self.cli().arg("verify").output().unwrap();
+        assert!(
+            verify.status.success(),
+            "verify: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

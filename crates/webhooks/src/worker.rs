@@ -94,6 +94,8 @@ struct Due {
     attempts: i32,
     url: String,
     secret: String,
+    /// Its next attempt is due now.
+    ready: bool,
 }
 
 impl WebhookWorker {
@@ -329,8 +331,10 @@ impl WebhookWorker {
         }
         let result = async {
             for _ in 0..1_000 {
+                // The head, and whether its next attempt is due: the ones behind it wait for it.
                 let due: Option<Due> = sqlx::query_as(
-                    "SELECT d.endpoint_id, d.position, d.webhook_id, d.body, d.attempts, e.url, e.secret
+                    "SELECT d.endpoint_id, d.position, d.webhook_id, d.body, d.attempts, e.url,
+                            e.secret, d.next_attempt_at <= now() AS ready
                        FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
                       WHERE d.endpoint_id = $1 AND d.status = 'pending'
                       ORDER BY d.position LIMIT 1",
@@ -338,19 +342,9 @@ impl WebhookWorker {
                 .bind(endpoint)
                 .fetch_optional(&mut *connection)
                 .await?;
-                // The head waits for its next attempt; the ones behind it wait for the head.
-                let Some(due) = due else { break };
-                let ready: bool = sqlx::query_scalar(
-                    "SELECT next_attempt_at <= now() FROM webhook_deliveries
-                      WHERE endpoint_id = $1 AND position = $2",
-                )
-                .bind(endpoint)
-                .bind(due.position)
-                .fetch_one(&mut *connection)
-                .await?;
-                if !ready {
+                let Some(due) = due.filter(|due| due.ready) else {
                     break;
-                }
+                };
                 let outcome = self.send(&due).await;
                 let delivered = outcome.is_ok();
                 self.settle(&mut connection, &due, outcome).await?;
